@@ -1,0 +1,108 @@
+"""The query pool: SQLAlchemy's async engine, handing out asyncpg connections.
+
+SQLAlchemy owns the pool (size, pre-ping, invalidation); the query modules
+talk to the asyncpg connection underneath, because the replay and the live
+tail read rows on a hot path where a Core result layer costs real time.
+"""
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from app.errors import ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+QUERY_APPLICATION_NAME = "selftune-events"
+LISTENER_APPLICATION_NAME = "selftune-events-listener"
+
+# A query that takes longer than this is stuck, not slow: every query the
+# service runs is an index lookup or a bounded page.
+COMMAND_TIMEOUT_SECONDS = 30.0
+
+# How long a request waits for a free pooled connection before it is told the
+# service is busy, rather than queueing forever behind a burst of replays.
+POOL_TIMEOUT_SECONDS = 10.0
+
+CONNECTION_LOST = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    InterfaceError,
+    OperationalError,
+    PoolTimeoutError,
+    # Class 57: the server shut the session down (pg_terminate_backend,
+    # restart) or cancelled the query.
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+UNREACHABLE = "the event database cannot be reached; try again shortly"
+
+
+def to_asyncpg_dsn(database_url: str) -> str:
+    """The same URL in the form asyncpg itself accepts (no `+asyncpg`)."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(
+        hide_password=False
+    )
+
+
+def to_sqlalchemy_url(database_url: str) -> str:
+    return make_url(database_url).set(drivername="postgresql+asyncpg").render_as_string(
+        hide_password=False
+    )
+
+
+def create_engine(
+    database_url: str, *, pool_size: int, connect_timeout: float = 10.0
+) -> AsyncEngine:
+    return create_async_engine(
+        to_sqlalchemy_url(database_url),
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
+        pool_pre_ping=True,
+        connect_args={
+            "server_settings": {"application_name": QUERY_APPLICATION_NAME},
+            "timeout": connect_timeout,
+            "command_timeout": COMMAND_TIMEOUT_SECONDS,
+        },
+    )
+
+
+class Database:
+    """The process's query pool, lent out one asyncpg connection at a time."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """Borrow a pooled connection; a lost database becomes ServiceUnavailable.
+
+        A connection the database dropped is invalidated rather than returned
+        to the pool, so the next borrower gets a fresh one.
+        """
+        try:
+            sa_connection = await self.engine.connect()
+        except (*CONNECTION_LOST, DBAPIError) as exc:
+            raise ServiceUnavailable(UNREACHABLE) from exc
+
+        try:
+            raw = await sa_connection.get_raw_connection()
+            yield raw.driver_connection
+        except CONNECTION_LOST as exc:
+            await sa_connection.invalidate()
+            raise ServiceUnavailable(UNREACHABLE) from exc
+        finally:
+            await sa_connection.close()
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,57 @@
+"""The one place that configures log handlers: `event key=value ...` lines on stderr.
+
+Messages are fixed dotted event names (`stream.opened`); what varies travels
+in `extra=` and is printed as key=value pairs after the name.
+"""
+
+import logging
+import sys
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+STANDARD_RECORD_FIELDS = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+) | {"message", "asctime", "color_message", "taskName"}
+
+
+class KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = (
+            f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')}"
+            f" {record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        )
+        fields = [
+            f"{key}={format_value(value)}"
+            for key, value in vars(record).items()
+            if key not in STANDARD_RECORD_FIELDS
+        ]
+        if fields:
+            line += " " + " ".join(fields)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def format_value(value: object) -> str:
+    text = str(value)
+    if text == "" or any(char.isspace() or char in "\"=" for char in text):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def configure_logging(level: str) -> None:
+    """Send our logs, uvicorn's, SQLAlchemy's and asyncpg's through one formatter."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter())
+
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+    # uvicorn installs its own handlers; hand its records to the root instead.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers[:] = []
+        uvicorn_logger.propagate = True
+
+    # Per-statement SQL at INFO would drown the service's own lines.
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
