@@ -69,8 +69,9 @@ CREATE TABLE run_events (
 ]
 
 # PostgreSQL 15 and 16 have no uuidv7(); this builds one from a random UUID:
-# the first 48 bits become the Unix time in milliseconds and the version
-# nibble becomes 7 (RFC 9562, section 5.7).
+# the first 48 bits become the Unix time in whole milliseconds (truncated, not
+# rounded, so an id never carries a time after its event's created_at) and
+# the version nibble becomes 7 (RFC 9562, section 5.7).
 UUIDV7 = [
     """
 CREATE FUNCTION selftune_uuidv7() RETURNS uuid
@@ -81,7 +82,7 @@ LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
                 overlay(
                     uuid_send(gen_random_uuid())
                     PLACING substring(
-                        int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+                        int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)
                         FROM 3
                     )
                     FROM 1 FOR 6
