@@ -37,9 +37,7 @@ class Settings(BaseSettings):
         if value is None or value == "":
             return None
         if not value.startswith(("postgresql://", "postgresql+asyncpg://")):
-            raise ValueError(
-                "must start with postgresql:// or postgresql+asyncpg://"
-            )
+            raise ValueError("must start with postgresql:// or postgresql+asyncpg://")
         return value
 
     def require_database_url(self) -> str:

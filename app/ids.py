@@ -7,7 +7,7 @@ typeid-python encodes and validates (lowercase Crockford base32 only).
 import re
 import uuid
 
-from typeid import TypeID, from_uuid
+from typeid import TypeID
 
 RUN_PREFIX = "run"
 EVENT_PREFIX = "evt"
@@ -21,7 +21,7 @@ HYPHENATED_UUID = re.compile(
 
 def format_id(prefix: str, value: uuid.UUID) -> str:
     """Render a UUID as a TypeID with the given prefix."""
-    return str(from_uuid(value, prefix))  # type: ignore[arg-type]
+    return str(TypeID.from_uuid(value, prefix))  # type: ignore[arg-type]
 
 
 def parse_typeid(text: str, prefix: str) -> uuid.UUID | None:

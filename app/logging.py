@@ -33,7 +33,7 @@ class KeyValueFormatter(logging.Formatter):
 
 def format_value(value: object) -> str:
     text = str(value)
-    if text == "" or any(char.isspace() or char in "\"=" for char in text):
+    if text == "" or any(char.isspace() or char in '"=' for char in text):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
 

@@ -49,14 +49,18 @@ UNREACHABLE = "the event database cannot be reached; try again shortly"
 
 def to_asyncpg_dsn(database_url: str) -> str:
     """The same URL in the form asyncpg itself accepts (no `+asyncpg`)."""
-    return make_url(database_url).set(drivername="postgresql").render_as_string(
-        hide_password=False
+    return (
+        make_url(database_url)
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False)
     )
 
 
 def to_sqlalchemy_url(database_url: str) -> str:
-    return make_url(database_url).set(drivername="postgresql+asyncpg").render_as_string(
-        hide_password=False
+    return (
+        make_url(database_url)
+        .set(drivername="postgresql+asyncpg")
+        .render_as_string(hide_password=False)
     )
 
 
@@ -69,6 +73,9 @@ def create_engine(
         max_overflow=0,
         pool_timeout=POOL_TIMEOUT_SECONDS,
         pool_pre_ping=True,
+        # jsonb arrives as PostgreSQL's own text: the encoder sends it on
+        # compacted but otherwise untouched (app/streaming/sse.py).
+        json_deserializer=str,
         connect_args={
             "server_settings": {"application_name": QUERY_APPLICATION_NAME},
             "timeout": connect_timeout,

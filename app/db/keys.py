@@ -55,7 +55,9 @@ async def list_keys(conn: Any, org_id: uuid.UUID) -> list[KeyListing]:
         """,
         org_id,
     )
-    return [KeyListing(row["prefix"], row["created_at"], row["revoked_at"]) for row in rows]
+    return [
+        KeyListing(row["prefix"], row["created_at"], row["revoked_at"]) for row in rows
+    ]
 
 
 async def revoke_by_hash(conn: Any, key_hash: bytes) -> int:
@@ -68,7 +70,9 @@ async def revoke_by_hash(conn: Any, key_hash: bytes) -> int:
 
 
 async def count_keys_with_prefix(conn: Any, prefix: str) -> int:
-    count = await conn.fetchval("SELECT count(*) FROM api_keys WHERE prefix = $1", prefix)
+    count = await conn.fetchval(
+        "SELECT count(*) FROM api_keys WHERE prefix = $1", prefix
+    )
     return int(count)
 
 

@@ -1,0 +1,49 @@
+"""AppError -> JSON response, in one table."""
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from app.errors import (
+    AppError,
+    InvalidCursor,
+    NotAuthenticated,
+    RunForbidden,
+    RunNotFound,
+    RuntimeUnavailable,
+    ServiceUnavailable,
+)
+
+# error class -> (status, machine-readable code)
+ERROR_RESPONSES: dict[type[AppError], tuple[int, str]] = {
+    NotAuthenticated: (401, "not_authenticated"),
+    RuntimeUnavailable: (503, "runtime_unavailable"),
+    RunNotFound: (404, "run_not_found"),
+    RunForbidden: (403, "run_forbidden"),
+    InvalidCursor: (400, "invalid_cursor"),
+    ServiceUnavailable: (503, "database_unavailable"),
+}
+
+# Seconds a client should wait before retrying a 503 for a lost database.
+DATABASE_RETRY_AFTER_SECONDS = 3
+
+
+def render_error(exc: AppError) -> JSONResponse:
+    status, code = ERROR_RESPONSES.get(type(exc), (500, "internal_error"))
+    headers = {}
+    if isinstance(exc, NotAuthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, ServiceUnavailable):
+        headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return JSONResponse(
+        {"detail": exc.detail, "code": code}, status_code=status, headers=headers
+    )
+
+
+async def handle_app_error(_request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, AppError):  # pragma: no cover - registered for AppError
+        raise exc
+    return render_error(exc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, handle_app_error)

@@ -1,0 +1,35 @@
+"""Liveness and readiness, for orchestrators; neither needs a key."""
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sse_starlette.sse import AppStatus
+
+from app.api.deps import ServicesDep
+from app.errors import ServiceUnavailable
+
+router = APIRouter()
+
+
+@router.get("/healthz", include_in_schema=False)
+async def healthz() -> JSONResponse:
+    """The process is up and serving HTTP."""
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz", include_in_schema=False)
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """Ready to stream: database reachable, listener connected, not shutting down."""
+    problems = []
+    if AppStatus.should_exit or services.shutting_down:
+        problems.append("shutting down")
+    if not services.listener.is_connected:
+        problems.append("listener not connected")
+    try:
+        async with services.database.connection() as conn:
+            await conn.fetchval("SELECT 1")
+    except ServiceUnavailable:
+        problems.append("database unreachable")
+
+    if problems:
+        return JSONResponse({"status": "unavailable", "problems": problems}, 503)
+    return JSONResponse({"status": "ok"})

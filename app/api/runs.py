@@ -1,0 +1,118 @@
+"""The events route: every check of SPEC's table first, then the stream."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from app.api.deps import CallerDep, ServicesDep
+from app.db import events as event_queries
+from app.db import runs as run_queries
+from app.errors import InvalidCursor, RunForbidden, RunNotFound
+from app.ids import parse_event_id, parse_run_id
+from app.streaming.response import RunEventsResponse
+from app.streaming.stream import RunStream, StreamOptions
+
+router = APIRouter()
+
+RUN_NOT_FOUND = "no improve run with this id"
+RUN_FORBIDDEN = "this improve run belongs to another organisation"
+# The same words for an unknown id, another run's event and another
+# organisation's event: the answer confirms nothing about other runs.
+INVALID_CURSOR = (
+    "the cursor is not an event of this run; "
+    "start again without Last-Event-ID or cursor to read from the first event"
+)
+
+# A malformed run id is looked up as this id, which no run has, so that every
+# 404 costs the same query as a 403.
+NO_SUCH_RUN = uuid.UUID(int=0)
+
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        description="Resume strictly after this event id; for clients that "
+        "cannot set the Last-Event-ID header, which wins when both are sent."
+    ),
+]
+
+
+@router.get(
+    "/api/v1/improve-runs/{run_id}/events",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The run's events as Server-Sent Events.",
+            "content": {"text/event-stream": {}},
+        },
+        204: {"description": "The cursor is the run's terminal event."},
+        400: {"description": "The cursor is not an event of this run."},
+        401: {"description": "Missing, unknown or revoked API key."},
+        403: {"description": "The run belongs to another organisation."},
+        404: {"description": "No run with this id."},
+        503: {"description": "No Cloud Improve runtime, or no database."},
+    },
+)
+async def follow_run_events(
+    run_id: str,
+    request: Request,
+    caller: CallerDep,
+    services: ServicesDep,
+    cursor: CursorQuery = None,
+) -> Response:
+    """Follow an improve run's events live, as Server-Sent Events.
+
+    The stream replays the run's events after the resume cursor, then sends
+    new ones as they are committed, and ends after the run's terminal event.
+    Resume after a disconnect with `Last-Event-ID` set to the last `id:`
+    received.
+    """
+    cursor_text = choose_cursor(request.headers.get("last-event-id"), cursor)
+    run_uuid = parse_run_id(run_id)
+
+    async with services.database.connection() as conn:
+        run = await run_queries.get_run(conn, run_uuid or NO_SUCH_RUN)
+        if run is None:
+            raise RunNotFound(RUN_NOT_FOUND)
+        if run.org_id != caller.org_id:
+            raise RunForbidden(RUN_FORBIDDEN)
+
+        after_seq = 0
+        if cursor_text is not None:
+            event_uuid = parse_event_id(cursor_text)
+            found = None
+            if event_uuid is not None:
+                found = await event_queries.find_event_in_run(conn, run.id, event_uuid)
+            if found is None:
+                raise InvalidCursor(INVALID_CURSOR)
+            after_seq, event_type = found
+            if event_type in event_queries.TERMINAL_TYPES:
+                # Nothing follows a terminal event; 204 tells EventSource to stop.
+                return Response(status_code=204)
+
+    settings = services.settings
+    stream = RunStream(
+        run_id=run.id,
+        org_id=run.org_id,
+        after_seq=after_seq,
+        database=services.database,
+        feeds=services.feeds,
+        options=StreamOptions(
+            retry_ms=settings.retry_ms,
+            replay_page_size=settings.replay_page_size,
+            max_buffered_events=settings.stream_buffer_events,
+        ),
+    )
+    return RunEventsResponse(
+        stream,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        send_timeout_seconds=settings.send_timeout_seconds,
+    )
+
+
+def choose_cursor(last_event_id: str | None, cursor: str | None) -> str | None:
+    """SPEC's cursor rules: the header wins, and an empty value means none."""
+    for candidate in (last_event_id, cursor):
+        if candidate is not None and candidate.strip():
+            return candidate.strip()
+    return None

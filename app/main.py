@@ -1,0 +1,77 @@
+"""The application factory and its lifespan. Nothing runs at import."""
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from app.api import health, runs
+from app.api.deps import Services
+from app.api.errors import install_error_handlers
+from app.config import Settings, load_settings
+from app.db.engine import Database, create_engine, to_asyncpg_dsn
+from app.errors import ServiceUnavailable
+from app.logging import configure_logging
+from app.streaming.feeds import RunFeeds
+from app.streaming.listener import Listener
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service; the database is reached only when the lifespan starts."""
+    settings = settings or load_settings()
+    database_url = settings.require_database_url()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(
+            database_url,
+            pool_size=settings.database_pool_size,
+            connect_timeout=max(settings.database_connect_timeout, 1.0),
+        )
+        database = Database(engine)
+        feeds = RunFeeds(database, settings.replay_page_size)
+        listener = Listener(
+            to_asyncpg_dsn(database_url), feeds, settings.listener_check_seconds
+        )
+        listener.start()
+        services = Services(settings, database, feeds, listener)
+        app.state.services = services
+
+        try:
+            if not await listener.wait_connected(settings.database_connect_timeout):
+                timeout = settings.database_connect_timeout
+                raise ServiceUnavailable(
+                    "could not listen on the database within "
+                    f"DATABASE_CONNECT_TIMEOUT ({timeout:g} s)"
+                )
+            logger.info(
+                "service.started", extra={"pool_size": settings.database_pool_size}
+            )
+            yield
+        finally:
+            services.shutting_down = True
+            await listener.stop()
+            await feeds.close()
+            await database.dispose()
+            logger.info("service.stopped")
+
+    app = FastAPI(
+        title="selftune-events",
+        summary="Live, resumable events of Cloud Improve runs.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(runs.router)
+    app.include_router(health.router)
+    return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """The factory `serve` hands to uvicorn, once in each worker process."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,66 @@
+"""sse-starlette's EventSourceResponse, bound to a RunStream it always releases.
+
+Departures from the stock response, each deliberate:
+
+1. The stream is closed when the response ends, however it ends (finished,
+   client gone, send timeout, shutdown), not when its generator happens to
+   be finalised; so subscriptions never outlive their connection.
+2. A send timeout ends the stream quietly with a warning rather than an
+   ASGI error: the client was too slow or is gone, and it resumes from its
+   last id.
+3. Heartbeats are the bare comment `: ping`, without a timestamp.
+"""
+
+import logging
+
+from sse_starlette.event import ServerSentEvent
+from sse_starlette.sse import AppStatus, EventSourceResponse, SendTimeoutError
+from starlette.types import Receive, Scope, Send
+
+from app.streaming.stream import RunStream
+
+logger = logging.getLogger(__name__)
+
+
+def make_ping() -> ServerSentEvent:
+    return ServerSentEvent(comment="ping", sep="\n")
+
+
+class RunEventsResponse(EventSourceResponse):
+    def __init__(
+        self,
+        stream: RunStream,
+        *,
+        heartbeat_seconds: float,
+        send_timeout_seconds: float,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            stream.frames(),
+            headers=headers,
+            ping=heartbeat_seconds,
+            ping_message_factory=make_ping,
+            sep="\n",
+            send_timeout=send_timeout_seconds,
+        )
+        self.stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        reason = None
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            # Departure 2.
+            reason = "slow_client"
+            logger.warning(
+                "stream.send_timed_out",
+                extra={
+                    "run_id": str(self.stream.run_id),
+                    "last_seq": self.stream.last_sent,
+                },
+            )
+        finally:
+            if reason is None and AppStatus.should_exit:
+                reason = "shutdown"
+            # Departure 1.
+            self.stream.close(reason)

@@ -1,0 +1,188 @@
+"""One client's stream: replay from the cursor, hand over to the live feed, end.
+
+The stream's position is `last_sent`, the sequence of the last event written
+to this client. Every step only ever writes the event `last_sent + 1`, which
+is what makes the stream exactly-once whatever the feed delivers: events at
+or below the position are skipped, and a jump past it (lost notifications,
+an overflowed buffer) is filled from the database. docs/ARCHITECTURE.md tells
+the hand-over in full.
+"""
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from app.db import events as event_queries
+from app.db.engine import Database
+from app.errors import ServiceUnavailable
+from app.streaming.feeds import RunFeeds, Subscription
+from app.streaming.sse import EncodedEvent, encode_event, encode_retry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    retry_ms: int
+    replay_page_size: int
+    max_buffered_events: int
+
+
+class RunStream:
+    """The frames of one run for one client, strictly after `after_seq`.
+
+    `frames()` is the body iterator. It may be abandoned at any await (client
+    gone, send timeout, shutdown); whoever drives it calls `close()` after,
+    which releases the subscription and logs the stream's summary once.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: uuid.UUID,
+        org_id: uuid.UUID,
+        after_seq: int,
+        database: Database,
+        feeds: RunFeeds,
+        options: StreamOptions,
+    ) -> None:
+        self.run_id = run_id
+        self.org_id = org_id
+        self.cursor_seq = after_seq
+        self.last_sent = after_seq
+        self.database = database
+        self.feeds = feeds
+        self.options = options
+
+        self.subscription: Subscription | None = None
+        self.has_ended = False
+        self.events_sent = 0
+        self.close_reason = "client_gone"
+        self.opened_at = time.monotonic()
+        self.closed = False
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        """Yield the stream's bytes: `retry:`, the replay, then live events."""
+        yield encode_retry(self.options.retry_ms)
+
+        # Subscribe before the first read: any event committed from here on
+        # reaches the buffer, and the replay reads all committed before.
+        self.subscription = self.feeds.subscribe(
+            self.run_id, self.options.max_buffered_events
+        )
+        logger.info(
+            "stream.opened",
+            extra={
+                "run_id": str(self.run_id),
+                "org_id": str(self.org_id),
+                "cursor_seq": self.cursor_seq,
+            },
+        )
+        try:
+            async for chunk in self.read_database():
+                yield chunk
+            async for chunk in self.follow_feed():
+                yield chunk
+        except ServiceUnavailable:
+            # Ending is the honest answer: the client resumes from its last
+            # id once the database is back, and nothing is skipped.
+            self.close_reason = "database_unavailable"
+
+    async def follow_feed(self) -> AsyncIterator[bytes]:
+        subscription = self.subscription
+        if subscription is None or self.has_ended:
+            return
+        subscription.live_position = self.last_sent
+
+        while True:
+            await subscription.wakeup.wait()
+            if subscription.overflowed:
+                # This client fell behind the feed: its buffer was dropped,
+                # and the database has everything it missed.
+                subscription.overflowed = False
+                subscription.take()
+                async for chunk in self.read_database():
+                    yield chunk
+            else:
+                chunk, has_gap = self.take_in_order(subscription.take())
+                if chunk:
+                    yield chunk
+                if has_gap and not self.has_ended:
+                    async for chunk in self.read_database():
+                        yield chunk
+
+            subscription.live_position = self.last_sent
+            if self.has_ended:
+                return
+
+    def take_in_order(self, events: list[EncodedEvent]) -> tuple[bytes, bool]:
+        """The frames that continue the stream, and whether one was missing."""
+        frames = []
+        for event in events:
+            if event.seq <= self.last_sent:
+                continue
+            if event.seq > self.last_sent + 1:
+                return b"".join(frames), True
+            frames.append(event.frame)
+            self.mark_sent(event)
+            if event.is_terminal:
+                break
+        return b"".join(frames), False
+
+    async def read_database(self) -> AsyncIterator[bytes]:
+        """Page through the run's events after `last_sent` until there are none.
+
+        The last read is repeated if the listener reconnected while it was in
+        flight: that reconnect's resync could not yet see this stream's
+        position, so events committed during the outage are this read's to find.
+        """
+        page_size = self.options.replay_page_size
+        while not self.has_ended:
+            resyncs_before = self.feeds.resync_count
+            async with self.database.connection() as conn:
+                rows = await event_queries.read_events_after(
+                    conn, self.run_id, self.last_sent, page_size
+                )
+
+            frames = []
+            for row in rows:
+                event = encode_event(row)
+                frames.append(event.frame)
+                self.mark_sent(event)
+                if event.is_terminal:
+                    break
+            if frames:
+                yield b"".join(frames)
+
+            if len(rows) < page_size and self.feeds.resync_count == resyncs_before:
+                return
+
+    def mark_sent(self, event: EncodedEvent) -> None:
+        self.last_sent = event.seq
+        self.events_sent += 1
+        if event.is_terminal:
+            self.has_ended = True
+            self.close_reason = "terminal"
+
+    def close(self, reason: str | None = None) -> None:
+        """Release the subscription and log the summary; safe to call twice."""
+        if reason is not None and self.close_reason == "client_gone":
+            self.close_reason = reason
+        if self.closed:
+            return
+        self.closed = True
+        if self.subscription is not None:
+            self.subscription.close()
+        logger.info(
+            "stream.closed",
+            extra={
+                "run_id": str(self.run_id),
+                "org_id": str(self.org_id),
+                "reason": self.close_reason,
+                "events_sent": self.events_sent,
+                "last_seq": self.last_sent,
+                "duration_ms": round((time.monotonic() - self.opened_at) * 1000),
+            },
+        )
