@@ -181,16 +181,10 @@ BEGIN
             HINT = 'create the run before publishing its events';
     END IF;
 
-    IF run_row.ended_at IS NOT NULL THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'object_not_in_prerequisite_state',
-            MESSAGE = format('run %s has already ended with status %s',
-                             NEW.run_id, run_row.status),
-            HINT = 'no event may follow run_completed, run_failed or run_cancelled';
-    END IF;
-
     -- Checked under the run lock, so a retry of a committed write is always
-    -- told the id is taken, never given a second event.
+    -- told the id is taken, never given a second event. It comes before the
+    -- ended-run check: a retried terminal event must hear that its write
+    -- succeeded, not that the run (which it ended itself) is over.
     IF NEW.id IS NOT NULL
         AND EXISTS (SELECT 1 FROM run_events WHERE id = NEW.id)
     THEN
@@ -198,6 +192,14 @@ BEGIN
             ERRCODE = 'unique_violation',
             MESSAGE = format('event %s already exists', NEW.id),
             HINT = 'the write was already published; do not retry it';
+    END IF;
+
+    IF run_row.ended_at IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = format('run %s has already ended with status %s',
+                             NEW.run_id, run_row.status),
+            HINT = 'no event may follow run_completed, run_failed or run_cancelled';
     END IF;
 
     NEW.id := coalesce(NEW.id, selftune_uuidv7());

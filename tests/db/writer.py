@@ -52,6 +52,7 @@ class Refusal:
     """What a writer learns when the database will not store its event."""
 
     sqlstate: str
+    # Everything the writer is told: the message and, if any, the hint.
     message: str
 
 
@@ -122,7 +123,9 @@ async def refuse_with_sql(
     """Write an event that must be refused, and return the database's answer."""
     with pytest.raises(asyncpg.PostgresError) as refused:
         await write_with_sql(conn, run_id, event_type, **fields)
-    return Refusal(refused.value.sqlstate, refused.value.message)
+    error = refused.value
+    told = f"{error.message} ({error.hint})" if error.hint else error.message
+    return Refusal(error.sqlstate, told)
 
 
 async def refuse_with_python(
