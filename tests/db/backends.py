@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
+
 # Long enough for a loaded CI machine to reach the lock wait; a test that
 # gets here without it has found a bug, not a slow machine.
 LOCK_WAIT_DEADLINE_SECONDS = 10.0

@@ -3,7 +3,7 @@
 import asyncio
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from app.db.engine import to_asyncpg_dsn
+from tests.db.backends import Connect
 from tests.db.writer import REFUSERS, WRITERS, Refuse, Write
 from tests.fixtures.factories import MakeRun, MakeTenant, Tenant
 
@@ -22,8 +23,6 @@ NOTIFY_TIMEOUT_SECONDS = 5.0
 # Closing a session that a failed test left waiting on a lock must not hang
 # the teardown; after this the connection is cut instead.
 CLOSE_TIMEOUT_SECONDS = 5.0
-
-Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 
 @pytest.fixture(params=sorted(WRITERS))
