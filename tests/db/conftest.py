@@ -4,7 +4,6 @@ import asyncio
 import secrets
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import asyncpg
 import pytest
@@ -12,13 +11,9 @@ from sqlalchemy.engine import make_url
 
 from app.db.engine import to_asyncpg_dsn
 from tests.db.backends import Connect
+from tests.db.notifications import CHANNEL, Notifications
 from tests.db.writer import REFUSERS, WRITERS, Refuse, Write
 from tests.fixtures.factories import MakeRun, MakeTenant, Tenant
-
-CHANNEL = "selftune_run_events"
-
-# A notification normally arrives within milliseconds of the commit.
-NOTIFY_TIMEOUT_SECONDS = 5.0
 
 # Closing a session that a failed test left waiting on a lock must not hang
 # the teardown; after this the connection is cut instead.
@@ -68,28 +63,6 @@ async def close_connection(conn: asyncpg.Connection) -> None:
         await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT_SECONDS)
     except (TimeoutError, asyncpg.InterfaceError):
         conn.terminate()
-
-
-@dataclass
-class Notifications:
-    """Payloads received on the events channel, in arrival order."""
-
-    queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
-
-    async def receive_until(self, last: str) -> list[str]:
-        """Every payload received up to and including `last`."""
-        received: list[str] = []
-        async with asyncio.timeout(NOTIFY_TIMEOUT_SECONDS):
-            while not received or received[-1] != last:
-                received.append(await self.queue.get())
-        return received
-
-    def drain(self) -> list[str]:
-        """What has arrived and not been read, without waiting."""
-        received: list[str] = []
-        while not self.queue.empty():
-            received.append(self.queue.get_nowait())
-        return received
 
 
 @pytest.fixture

@@ -98,6 +98,9 @@ async def write_with_python(
     payload: JSONValue = None,
     event_id: uuid.UUID | None = None,
 ) -> None:
+    """Publish through app.db.events, which takes a dict or JSON text."""
+    if payload is not None and not isinstance(payload, dict):
+        payload = json.dumps(payload)
     await publish_event(
         conn,
         run_id,
