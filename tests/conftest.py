@@ -5,11 +5,14 @@ database is created on that server and dropped afterwards), otherwise from an
 embedded PostgreSQL 16 started in a temporary folder.
 """
 
+import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 
 from app.db.engine import create_engine, to_asyncpg_dsn
 from app.db.migrate import upgrade_to_head
@@ -48,3 +51,26 @@ def live_server(migrated_database_url: str) -> Iterator[LiveServer]:
     """The service on a free loopback port, shared by the tests that only read."""
     with start_live_server(migrated_database_url) as server:
         yield server
+
+
+@pytest.fixture
+def isolated_server(
+    migrated_database_url: str,
+) -> Iterator[Callable[..., Awaitable[tuple[LiveServer, str]]]]:
+    """Start a server on a database of its own, so sessions can be counted
+    and killed without touching any other test's server."""
+    stack = contextlib.ExitStack()
+
+    async def start(**overrides: Any) -> tuple[LiveServer, str]:
+        cluster_url = make_url(migrated_database_url).set(database="postgres")
+        url = stack.enter_context(
+            throwaway_database(cluster_url.render_as_string(hide_password=False))
+        )
+        engine = create_engine(url, pool_size=1)
+        await upgrade_to_head(engine)
+        await engine.dispose()
+        server = stack.enter_context(start_live_server(url, **overrides))
+        return server, to_asyncpg_dsn(url)
+
+    with stack:
+        yield start

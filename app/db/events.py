@@ -1,10 +1,10 @@
 """Queries on run_events: reading a run's log in sequence order, and publishing."""
 
+import json
 import uuid
 from typing import Any
 
 import asyncpg
-import orjson
 
 from app.errors import EventRejected
 
@@ -78,16 +78,23 @@ async def publish_event(
     phase: str | None = None,
     candidate_id: str | None = None,
     proposal_id: str | None = None,
-    payload: dict[str, Any] | None = None,
+    payload: dict[str, Any] | str | None = None,
     event_id: uuid.UUID | None = None,
 ) -> tuple[uuid.UUID, int]:
     """Publish one event through the same INSERT any writer uses.
+
+    `payload` is a dict, or JSON text that the database parses itself (so a
+    CLI user's numbers keep every digit).
 
     Raises:
         EventRejected: the database refused the event; the message is its own
             words, which name the broken rule. Nothing was stored.
     """
-    encoded_payload = None if payload is None else orjson.dumps(payload).decode()
+    encoded_payload = payload
+    if isinstance(payload, dict):
+        # The standard library, not orjson: integers beyond 64 bits are legal
+        # JSON and jsonb keeps them.
+        encoded_payload = json.dumps(payload, ensure_ascii=False, allow_nan=False)
     try:
         row = await conn.fetchrow(
             INSERT,

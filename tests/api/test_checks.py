@@ -192,7 +192,8 @@ async def test_events_accepts_the_run_as_typeid_or_uuid(
     }[spelling]
 
     response = await get(
-        live_server.events_url(path), auth(tenant.key, **{"Last-Event-ID": terminal.typeid})
+        live_server.events_url(path),
+        auth(tenant.key, **{"Last-Event-ID": terminal.typeid}),
     )
 
     assert response.status_code == 204
@@ -205,9 +206,7 @@ async def test_events_for_another_orgs_run_is_403(
     stranger = await make_tenant("stranger")
     run_id = await make_run(owner)
 
-    response = await get(
-        live_server.events_url(run_typeid(run_id)), auth(stranger.key)
-    )
+    response = await get(live_server.events_url(run_typeid(run_id)), auth(stranger.key))
 
     assert_json_error(response, 403)
 

@@ -34,16 +34,23 @@ async def make_finished_run(
 
 
 async def test_cursor_absent_starts_at_the_first_event(
-    live_server: LiveServer, make_tenant: MakeTenant, make_run: MakeRun, publish: Publish
+    live_server: LiveServer,
+    make_tenant: MakeTenant,
+    make_run: MakeRun,
+    publish: Publish,
 ) -> None:
     tenant, run_id, events = await make_finished_run(make_tenant, make_run, publish)
 
-    received = await read_all_events(live_server.events_url(run_typeid(run_id)), tenant.key)
+    received = await read_all_events(
+        live_server.events_url(run_typeid(run_id)), tenant.key
+    )
 
     assert [event["id"] for event in received] == [event.typeid for event in events]
 
 
-@pytest.mark.parametrize("header_name", ["Last-Event-ID", "last-event-id", "LAST-EVENT-ID"])
+@pytest.mark.parametrize(
+    "header_name", ["Last-Event-ID", "last-event-id", "LAST-EVENT-ID"]
+)
 async def test_cursor_header_continues_strictly_after_the_event(
     live_server: LiveServer,
     make_tenant: MakeTenant,
@@ -63,7 +70,10 @@ async def test_cursor_header_continues_strictly_after_the_event(
 
 
 async def test_cursor_query_parameter_works_without_the_header(
-    live_server: LiveServer, make_tenant: MakeTenant, make_run: MakeRun, publish: Publish
+    live_server: LiveServer,
+    make_tenant: MakeTenant,
+    make_run: MakeRun,
+    publish: Publish,
 ) -> None:
     tenant, run_id, events = await make_finished_run(make_tenant, make_run, publish)
 
@@ -77,7 +87,10 @@ async def test_cursor_query_parameter_works_without_the_header(
 
 
 async def test_cursor_header_wins_over_the_query_parameter(
-    live_server: LiveServer, make_tenant: MakeTenant, make_run: MakeRun, publish: Publish
+    live_server: LiveServer,
+    make_tenant: MakeTenant,
+    make_run: MakeRun,
+    publish: Publish,
 ) -> None:
     """A browser EventSource updates the header on reconnect but keeps its URL."""
     tenant, run_id, events = await make_finished_run(make_tenant, make_run, publish)
@@ -143,7 +156,10 @@ async def test_cursor_malformed_is_400(
 
 
 async def test_cursor_not_of_this_run_gets_the_same_words_whoever_owns_it(
-    live_server: LiveServer, make_tenant: MakeTenant, make_run: MakeRun, publish: Publish
+    live_server: LiveServer,
+    make_tenant: MakeTenant,
+    make_run: MakeRun,
+    publish: Publish,
 ) -> None:
     tenant = await make_tenant()
     run_id = await make_run(tenant)
@@ -167,7 +183,10 @@ async def test_cursor_not_of_this_run_gets_the_same_words_whoever_owns_it(
 
 
 async def test_cursor_at_the_terminal_event_is_204_with_an_empty_body(
-    live_server: LiveServer, make_tenant: MakeTenant, make_run: MakeRun, publish: Publish
+    live_server: LiveServer,
+    make_tenant: MakeTenant,
+    make_run: MakeRun,
+    publish: Publish,
 ) -> None:
     tenant, run_id, events = await make_finished_run(make_tenant, make_run, publish)
 
