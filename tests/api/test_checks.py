@@ -1,4 +1,4 @@
-"""SPEC section 1, "Checks, in this order": every row, decided before any stream byte."""
+"""SPEC section 1, "Checks, in this order": every row, before any stream byte."""
 
 import statistics
 import time

@@ -1,4 +1,4 @@
-"""The live tail: hand-over, ordering, ending, heartbeats, and exactly-once under load."""
+"""The live tail: hand-over, order, ending, heartbeats, exactly-once under load."""
 
 import asyncio
 import random
@@ -67,11 +67,15 @@ async def test_live_events_arrive_then_the_stream_ends_after_the_terminal_event(
         ending = await reader.next_event()
         after_end = await reader.next_event()
 
-    assert replayed is not None and replayed["id"] == first.typeid
-    assert tailed is not None and tailed["id"] == live.typeid
-    assert ending is not None and ending["id"] == terminal.typeid
+    assert replayed is not None
+    assert replayed["id"] == first.typeid
+    assert tailed is not None
+    assert tailed["id"] == live.typeid
+    assert ending is not None
+    assert ending["id"] == terminal.typeid
     assert ending["status"] == status
-    assert after_end is None and reader.ended
+    assert after_end is None
+    assert reader.ended
     async with httpx.AsyncClient(timeout=10) as client:
         resumed = await client.get(
             url, headers=auth(tenant.key, **{"Last-Event-ID": terminal.typeid})
@@ -90,9 +94,12 @@ async def test_live_quiet_stream_sends_ping_comments(
     ) as reader:
         frames = [await reader.next_frame() for _ in range(3)]
 
-    assert frames[0] is not None and frames[0].fields == [("retry", "3000")]
+    assert frames[0] is not None
+    assert frames[0].fields == [("retry", "3000")]
     for frame in frames[1:]:
-        assert frame is not None and frame.comments == ["ping"] and not frame.fields
+        assert frame is not None
+        assert frame.comments == ["ping"]
+        assert not frame.fields
 
 
 async def test_live_many_writers_and_late_joiners_see_every_event_once(

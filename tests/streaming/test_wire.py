@@ -139,7 +139,8 @@ async def test_wire_stream_opens_with_retry_and_has_the_spec_headers(
         second = await reader.next_frame()
         headers = reader.response.headers
 
-    assert first is not None and first.fields == [("retry", "3000")]
+    assert first is not None
+    assert first.fields == [("retry", "3000")]
     assert second is not None
     check_event_frame(second)
     assert headers["content-type"] == "text/event-stream; charset=utf-8"
