@@ -19,15 +19,18 @@ LOCK_WAIT_DEADLINE_SECONDS = 10.0
 POLL_INTERVAL_SECONDS = 0.01
 
 
-async def poll_until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+async def poll_until(
+    check: Callable[[], Awaitable[bool]],
+    what: str,
+    *,
+    deadline_seconds: float = LOCK_WAIT_DEADLINE_SECONDS,
+) -> None:
     """Return once `check()` is true; fail, naming `what`, at the deadline."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + LOCK_WAIT_DEADLINE_SECONDS
+    deadline = loop.time() + deadline_seconds
     while not await check():
         if loop.time() > deadline:
-            raise AssertionError(
-                f"{what}: not seen within {LOCK_WAIT_DEADLINE_SECONDS} s"
-            )
+            raise AssertionError(f"{what}: not seen within {deadline_seconds} s")
         await asyncio.sleep(POLL_INTERVAL_SECONDS)
 
 
@@ -47,7 +50,11 @@ async def wait_until_blocked(
 
 
 async def wait_for_advisory_waiters(
-    observer: asyncpg.Connection, database: str, count: int
+    observer: asyncpg.Connection,
+    database: str,
+    count: int,
+    *,
+    deadline_seconds: float = LOCK_WAIT_DEADLINE_SECONDS,
 ) -> None:
     """Return once `count` sessions of `database` wait for an advisory lock."""
 
@@ -61,4 +68,8 @@ async def wait_for_advisory_waiters(
         )
         return bool(waiting == count)
 
-    await poll_until(are_waiting, f"{count} advisory lock waiters in {database}")
+    await poll_until(
+        are_waiting,
+        f"{count} advisory lock waiters in {database}",
+        deadline_seconds=deadline_seconds,
+    )
