@@ -28,7 +28,7 @@ def start_embedded_postgres(data_dir: str | Path) -> Iterator[str]:
 
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     try:
-        server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+        server = pgserver.get_server(str(data_dir), cleanup_mode="stop")  # type: ignore[attr-defined]
     except Exception as exc:
         # pgserver reports a failed initdb or start with several exception
         # types; the folder is what the user can act on.

@@ -119,7 +119,7 @@ class RunStream:
 
     def take_in_order(self, events: list[EncodedEvent]) -> tuple[bytes, bool]:
         """The frames that continue the stream, and whether one was missing."""
-        frames = []
+        frames: list[bytes] = []
         for event in events:
             if event.seq <= self.last_sent:
                 continue
@@ -146,7 +146,7 @@ class RunStream:
                     conn, self.run_id, self.last_sent, page_size
                 )
 
-            frames = []
+            frames: list[bytes] = []
             for row in rows:
                 event = encode_event(row)
                 frames.append(event.frame)

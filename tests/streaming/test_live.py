@@ -227,7 +227,7 @@ async def wait_until_blocked(holder: asyncpg.Connection, waiter: Any) -> None:
 async def read_until_count(
     url: str, key: str, cursor: str, count: int
 ) -> list[dict[str, Any]]:
-    events = []
+    events: list[dict[str, Any]] = []
     async with open_stream(url, key, headers={"Last-Event-ID": cursor}) as reader:
         while len(events) < count:
             event = await reader.next_event()
