@@ -54,21 +54,34 @@ def live_server(migrated_database_url: str) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def isolated_server(
-    migrated_database_url: str,
-) -> Iterator[Callable[..., Awaitable[tuple[LiveServer, str]]]]:
-    """Start a server on a database of its own, so sessions can be counted
-    and killed without touching any other test's server."""
+def own_database(migrated_database_url: str) -> Iterator[Callable[[], Awaitable[str]]]:
+    """Make migrated databases of a test's own on the session's cluster, so
+    that it can count and kill sessions without touching other servers."""
     stack = contextlib.ExitStack()
+    cluster_url = make_url(migrated_database_url).set(database="postgres")
 
-    async def start(**overrides: Any) -> tuple[LiveServer, str]:
-        cluster_url = make_url(migrated_database_url).set(database="postgres")
+    async def create() -> str:
         url = stack.enter_context(
             throwaway_database(cluster_url.render_as_string(hide_password=False))
         )
         engine = create_engine(url, pool_size=1)
         await upgrade_to_head(engine)
         await engine.dispose()
+        return url
+
+    with stack:
+        yield create
+
+
+@pytest.fixture
+def isolated_server(
+    own_database: Callable[[], Awaitable[str]],
+) -> Iterator[Callable[..., Awaitable[tuple[LiveServer, str]]]]:
+    """Start a server on a database of its own; returns it and an asyncpg DSN."""
+    stack = contextlib.ExitStack()
+
+    async def start(**overrides: Any) -> tuple[LiveServer, str]:
+        url = await own_database()
         server = stack.enter_context(start_live_server(url, **overrides))
         return server, to_asyncpg_dsn(url)
 

@@ -11,13 +11,9 @@ import httpx
 import pytest
 
 from app.db import events as event_queries
-from app.db import keys as key_queries
-from app.db import orgs as org_queries
-from app.db import runs as run_queries
 from app.db.engine import to_asyncpg_dsn
 from app.ids import EVENT_PREFIX, format_id
-from app.keys import generate_key, hash_key, visible_prefix
-from tests.fixtures.factories import MakeRun, MakeTenant, Publish, run_typeid
+from tests.fixtures.factories import MakeRun, MakeTenant, Publish, run_typeid, seed_run
 from tests.fixtures.server import LiveServer, start_live_server
 from tests.fixtures.sse import auth, open_stream, read_all_events
 
@@ -274,16 +270,6 @@ async def test_live_listener_killed_during_writes_loses_nothing(
         "after-3",
         None,
     ]
-
-
-async def seed_run(conn: asyncpg.Connection) -> tuple[str, uuid.UUID]:
-    """An organisation, key and run in an isolated server's own database."""
-    org_id = await org_queries.create_org(conn, "isolated")
-    key = generate_key(test=True)
-    await key_queries.insert_key(
-        conn, org_id, prefix=visible_prefix(key), key_hash=hash_key(key)
-    )
-    return key, await run_queries.create_run(conn, org_id)
 
 
 async def listener_pid(conn: asyncpg.Connection) -> int:
