@@ -1,0 +1,162 @@
+"""`migrate` and `serve`, and what both need first: a database that answers."""
+
+import asyncio
+import logging
+import socket
+from typing import Annotated
+
+import asyncpg
+import typer
+import uvicorn
+from sqlalchemy.exc import DBAPIError
+
+from app.cli.execution import run_command
+from app.config import Settings
+from app.db.engine import QUERY_APPLICATION_NAME, create_engine, to_asyncpg_dsn
+from app.db.migrate import upgrade_to_head
+from app.errors import ConfigError, ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+# uvicorn waits this long for open responses before it cancels them. The
+# service ends its streams as soon as shutdown starts, so this only has to
+# outlast that drain, and stays inside the usual 30 s container grace period.
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
+# Retry quickly at first (a database that is just starting), then settle.
+FIRST_RETRY_SECONDS = 0.25
+MAX_RETRY_SECONDS = 2.0
+MAX_ATTEMPT_SECONDS = 10.0
+
+# Failures that a database still starting up, restarting or briefly full
+# gives; anything else (a wrong password, a missing database) will not go
+# away by waiting.
+RETRYABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def migrate() -> None:
+    """Bring the database schema to the latest version."""
+    run_command(run_migrations)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Run the HTTP service until SIGINT or SIGTERM."""
+    run_command(lambda settings: prepare_to_serve(settings, host, port))
+
+    # The factory reads the environment again in each worker process.
+    uvicorn.run(
+        "app.main:create_app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+
+
+async def run_migrations(settings: Settings) -> None:
+    database_url = settings.require_database_url()
+    await wait_for_database(database_url, settings.database_connect_timeout)
+
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        logger.info("migrate.started")
+        await upgrade_to_head(engine)
+        async with engine.connect() as connection:
+            revision = await connection.exec_driver_sql(
+                "SELECT version_num FROM alembic_version"
+            )
+            logger.info("migrate.finished", extra={"revision": revision.scalar()})
+    except DBAPIError as exc:
+        raise ConfigError(f"the migration failed: {exc.orig}") from exc
+    finally:
+        await engine.dispose()
+
+
+async def prepare_to_serve(settings: Settings, host: str, port: int) -> None:
+    database_url = settings.require_database_url()
+    check_port_free(host, port)
+    await wait_for_database(database_url, settings.database_connect_timeout)
+
+
+async def wait_for_database(database_url: str, timeout_seconds: float) -> None:
+    """Return once the database accepts a connection, retrying for `timeout_seconds`.
+
+    Raises:
+        ServiceUnavailable: the database did not answer in time.
+        ConfigError: it answered with a refusal that waiting will not change.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_seconds
+    delay = FIRST_RETRY_SECONDS
+    attempt = 0
+    while True:
+        attempt += 1
+        remaining = deadline - loop.time()
+        try:
+            conn = await asyncpg.connect(
+                to_asyncpg_dsn(database_url),
+                timeout=min(max(remaining, 1.0), MAX_ATTEMPT_SECONDS),
+                server_settings={"application_name": QUERY_APPLICATION_NAME},
+            )
+        except RETRYABLE as exc:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ServiceUnavailable(
+                    f"the database did not answer within {timeout_seconds:g} s "
+                    f"({describe(exc)}); check DATABASE_URL and that PostgreSQL "
+                    "is running, or raise DATABASE_CONNECT_TIMEOUT"
+                ) from exc
+            logger.warning(
+                "database.unreachable",
+                extra={"attempt": attempt, "error": type(exc).__name__},
+            )
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, MAX_RETRY_SECONDS)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ConfigError(
+                f"the database refused the connection: {describe(exc)}"
+            ) from exc
+        else:
+            await conn.close()
+            return
+
+
+def describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with one line, before anything starts, if `host:port` is taken."""
+    bind_listening_socket(host, port).close()
+
+
+def bind_listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to `host:port`, ready to hand to uvicorn."""
+    # The options uvicorn binds with, so that a port left in TIME_WAIT by a
+    # previous run counts as free, as it is for uvicorn.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as exc:
+        listening.close()
+        raise ConfigError(describe_bind_failure(host, port, exc)) from exc
+    return listening
+
+
+def describe_bind_failure(host: str, port: int, exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    return f"cannot listen on {host}:{port} ({reason}); choose another --port"
