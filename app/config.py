@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     send_timeout_seconds: float = Field(default=30.0, gt=0)
     listener_check_seconds: float = Field(default=5.0, gt=0)
     stream_buffer_events: int = Field(default=2000, ge=1)
+    max_streams_per_org: int = Field(default=1000, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -33,6 +33,10 @@ class InvalidCursor(AppError):
     """The resume cursor is malformed or is not an event of this run."""
 
 
+class TooManyStreams(AppError):
+    """The organisation already has as many open streams as a process allows."""
+
+
 class ServiceUnavailable(AppError):
     """The database cannot be reached right now."""
 

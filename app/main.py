@@ -13,6 +13,7 @@ from app.config import Settings, load_settings
 from app.db.engine import Database, create_engine, to_asyncpg_dsn
 from app.errors import ServiceUnavailable
 from app.logging import configure_logging
+from app.streaming.admission import StreamSlots
 from app.streaming.feeds import RunFeeds
 from app.streaming.listener import Listener
 
@@ -37,7 +38,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             to_asyncpg_dsn(database_url), feeds, settings.listener_check_seconds
         )
         listener.start()
-        services = Services(settings, database, feeds, listener)
+        slots = StreamSlots(settings.max_streams_per_org)
+        services = Services(settings, database, feeds, listener, slots)
         app.state.services = services
 
         try:

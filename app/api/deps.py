@@ -11,6 +11,7 @@ from app.db import keys as key_queries
 from app.db.engine import Database
 from app.errors import NotAuthenticated, RuntimeUnavailable
 from app.keys import hash_key
+from app.streaming.admission import StreamSlots
 from app.streaming.feeds import RunFeeds
 from app.streaming.listener import Listener
 
@@ -34,6 +35,7 @@ class Services:
     database: Database
     feeds: RunFeeds
     listener: Listener
+    slots: StreamSlots
     shutting_down: bool = False
 
 

@@ -11,6 +11,7 @@ from app.errors import (
     RunNotFound,
     RuntimeUnavailable,
     ServiceUnavailable,
+    TooManyStreams,
 )
 
 # error class -> (status, machine-readable code)
@@ -20,11 +21,14 @@ ERROR_RESPONSES: dict[type[AppError], tuple[int, str]] = {
     RunNotFound: (404, "run_not_found"),
     RunForbidden: (403, "run_forbidden"),
     InvalidCursor: (400, "invalid_cursor"),
+    TooManyStreams: (429, "too_many_streams"),
     ServiceUnavailable: (503, "database_unavailable"),
 }
 
-# Seconds a client should wait before retrying a 503 for a lost database.
+# Seconds a client should wait before retrying a 503 for a lost database,
+# or a 429 while its organisation's streams are all in use.
 DATABASE_RETRY_AFTER_SECONDS = 3
+STREAM_LIMIT_RETRY_AFTER_SECONDS = 10
 
 
 def render_error(exc: AppError) -> JSONResponse:
@@ -34,6 +38,8 @@ def render_error(exc: AppError) -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, ServiceUnavailable):
         headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    if isinstance(exc, TooManyStreams):
+        headers["Retry-After"] = str(STREAM_LIMIT_RETRY_AFTER_SECONDS)
     return JSONResponse(
         {"detail": exc.detail, "code": code}, status_code=status, headers=headers
     )

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from app.api.deps import CallerDep, ServicesDep
 from app.db import events as event_queries
 from app.db import runs as run_queries
-from app.errors import InvalidCursor, RunForbidden, RunNotFound
+from app.errors import InvalidCursor, RunForbidden, RunNotFound, TooManyStreams
 from app.ids import parse_event_id, parse_run_id
 from app.streaming.response import RunEventsResponse
 from app.streaming.stream import RunStream, StreamOptions
@@ -50,6 +50,7 @@ CursorQuery = Annotated[
         401: {"description": "Missing, unknown or revoked API key."},
         403: {"description": "The run belongs to another organisation."},
         404: {"description": "No run with this id."},
+        429: {"description": "The organisation's open streams are at the limit."},
         503: {"description": "No Cloud Improve runtime, or no database."},
     },
 )
@@ -90,6 +91,12 @@ async def follow_run_events(
                 # Nothing follows a terminal event; 204 tells EventSource to stop.
                 return Response(status_code=204)
 
+    if not services.slots.try_acquire(run.org_id):
+        raise TooManyStreams(
+            "your organisation has too many open event streams on this server "
+            f"(at most {services.slots.limit_per_org}); close some and retry"
+        )
+
     settings = services.settings
     stream = RunStream(
         run_id=run.id,
@@ -102,6 +109,7 @@ async def follow_run_events(
             replay_page_size=settings.replay_page_size,
             max_buffered_events=settings.stream_buffer_events,
         ),
+        on_close=lambda: services.slots.release(run.org_id),
     )
     return RunEventsResponse(
         stream,

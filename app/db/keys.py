@@ -63,7 +63,10 @@ async def list_keys(conn: Any, org_id: uuid.UUID) -> list[KeyListing]:
 async def revoke_by_hash(conn: Any, key_hash: bytes) -> int:
     """Revoke the key with this hash; the number of keys it matched (0 or 1)."""
     result = await conn.execute(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_hash = $1",
+        """
+        UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+        WHERE key_hash = $1
+        """,
         key_hash,
     )
     return int(result.split()[-1])
@@ -78,7 +81,10 @@ async def count_keys_with_prefix(conn: Any, prefix: str) -> int:
 
 async def revoke_by_prefix(conn: Any, prefix: str) -> int:
     result = await conn.execute(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE prefix = $1",
+        """
+        UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+        WHERE prefix = $1
+        """,
         prefix,
     )
     return int(result.split()[-1])

@@ -11,7 +11,7 @@ the hand-over in full.
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from app.db import events as event_queries
@@ -47,6 +47,7 @@ class RunStream:
         database: Database,
         feeds: RunFeeds,
         options: StreamOptions,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.run_id = run_id
         self.org_id = org_id
@@ -55,6 +56,7 @@ class RunStream:
         self.database = database
         self.feeds = feeds
         self.options = options
+        self.on_close = on_close
 
         self.subscription: Subscription | None = None
         self.has_ended = False
@@ -175,6 +177,8 @@ class RunStream:
         self.closed = True
         if self.subscription is not None:
             self.subscription.close()
+        if self.on_close is not None:
+            self.on_close()
         logger.info(
             "stream.closed",
             extra={
