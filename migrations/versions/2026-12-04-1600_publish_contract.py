@@ -99,8 +99,9 @@ $$
 
 # Every rule a writer can break raises with a message naming the rule and a
 # SQLSTATE a client can branch on: check_violation for a malformed event,
-# foreign_key_violation for an unknown run, object_not_in_prerequisite_state
-# for an event after the end, unique_violation for a reused id.
+# not_null_violation for a missing run_id, foreign_key_violation for an
+# unknown run, object_not_in_prerequisite_state for an event after the end,
+# unique_violation for a reused id.
 PUBLISH_TRIGGER = [
     """
 CREATE FUNCTION selftune_publish_event() RETURNS trigger
@@ -168,6 +169,13 @@ BEGIN
             ERRCODE = 'check_violation',
             MESSAGE = format('payload must be a JSON object, not %s',
                              jsonb_typeof(NEW.payload));
+    END IF;
+
+    IF NEW.run_id IS NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'not_null_violation',
+            MESSAGE = 'an event needs a run_id',
+            HINT = 'give the UUID of the run the event belongs to';
     END IF;
 
     -- The row lock taken here is held until commit: writers of one run queue

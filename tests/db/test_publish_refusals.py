@@ -249,6 +249,20 @@ async def test_publish_refuses_unknown_run(
     assert await db.fetchval("SELECT count(*) FROM runs WHERE id = $1", unknown) == 0
 
 
+async def test_publish_refuses_missing_run_by_name(db: asyncpg.Connection) -> None:
+    """A writer that forgot run_id was told only `unknown run ` (NULL formatted
+    as nothing), which names no problem it can fix."""
+    before = await db.fetchval("SELECT count(*) FROM run_events")
+
+    with pytest.raises(asyncpg.NotNullViolationError) as refused:
+        await db.execute(
+            "INSERT INTO run_events (type, status) VALUES ('run_started', 'running')"
+        )
+
+    assert "an event needs a run_id" in refused.value.message
+    assert await db.fetchval("SELECT count(*) FROM run_events") == before
+
+
 @pytest.mark.parametrize("terminal_type", TERMINAL_TYPES)
 @pytest.mark.parametrize("next_type", sorted(VALID_FIELDS))
 async def test_publish_refuses_any_event_after_terminal(
