@@ -66,15 +66,19 @@ def emit(
     The database checks the event against the publish contract and refuses
     it, changing nothing, when it breaks a rule.
     """
-    fields: dict[str, Any] = {
-        "status": status,
-        "phase": phase,
-        "candidate_id": candidate_id,
-        "proposal_id": proposal_id,
-        "payload": payload,
-        "event_id": event_id,
-    }
-    published = run_command(lambda settings: publish(settings, run, event_type, fields))
+    published = run_command(
+        lambda settings: publish(
+            settings,
+            run,
+            event_type,
+            status=status,
+            phase=phase,
+            candidate_id=candidate_id,
+            proposal_id=proposal_id,
+            payload=payload,
+            event_id=event_id,
+        )
+    )
     typer.echo(format_id(EVENT_PREFIX, published))
 
 
@@ -97,14 +101,31 @@ def simulate(
 
 
 async def publish(
-    settings: Settings, run_id: uuid.UUID, event_type: str, fields: dict[str, Any]
+    settings: Settings,
+    run_id: uuid.UUID,
+    event_type: str,
+    *,
+    status: str | None,
+    phase: str | None,
+    candidate_id: str | None,
+    proposal_id: str | None,
+    payload: JsonObject | None,
+    event_id: uuid.UUID | None,
 ) -> uuid.UUID:
     async with connect(settings) as conn:
         await ensure_run_exists(conn, run_id)
-        event_id, _ = await event_queries.publish_event(
-            conn, run_id, event_type, **fields
+        published_id, _ = await event_queries.publish_event(
+            conn,
+            run_id,
+            event_type,
+            status=status,
+            phase=phase,
+            candidate_id=candidate_id,
+            proposal_id=proposal_id,
+            payload=payload,
+            event_id=event_id,
         )
-        return event_id
+        return published_id
 
 
 async def play(
