@@ -1,5 +1,7 @@
 """Liveness and readiness, for orchestrators; neither needs a key."""
 
+import asyncio
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import AppStatus
@@ -8,6 +10,10 @@ from app.api.deps import ServicesDep
 from app.errors import ServiceUnavailable
 
 router = APIRouter()
+
+# Orchestrators probe every few seconds and give up on a slow answer; a
+# database that takes longer than this to say SELECT 1 counts as down.
+DATABASE_CHECK_SECONDS = 2.0
 
 
 @router.get("/healthz", include_in_schema=False)
@@ -25,9 +31,10 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     if not services.listener.is_connected:
         problems.append("listener not connected")
     try:
-        async with services.database.connection() as conn:
-            await conn.fetchval("SELECT 1")
-    except ServiceUnavailable:
+        async with asyncio.timeout(DATABASE_CHECK_SECONDS):
+            async with services.database.connection() as conn:
+                await conn.fetchval("SELECT 1")
+    except (ServiceUnavailable, TimeoutError):
         problems.append("database unreachable")
 
     if problems:
