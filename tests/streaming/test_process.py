@@ -1,24 +1,25 @@
 """The service as users and operators meet it: `curl -N`, and `serve` under SIGTERM."""
 
 import asyncio
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
-import httpx
 import pytest
 
 from app.db import events as event_queries
 from app.db.engine import to_asyncpg_dsn
 from app.ids import EVENT_PREFIX, format_id
 from tests.fixtures.factories import MakeRun, MakeTenant, Publish, run_typeid, seed_run
-from tests.fixtures.server import LiveServer, find_free_port, start_live_server
+from tests.fixtures.server import (
+    LiveServer,
+    ServeProcess,
+    run_serve_process,
+    start_live_server,
+)
 from tests.fixtures.sse import open_stream, read_all_events
 
 CURL = shutil.which("curl")
@@ -84,48 +85,20 @@ async def read_line_containing(stream: asyncio.StreamReader, text: str) -> bool:
 @pytest.fixture
 async def serve_process(
     own_database: Callable[[], Awaitable[str]],
-) -> AsyncIterator[tuple[subprocess.Popen[bytes], str, str]]:
-    """`selftune-events serve` as its own process on a database of its own."""
+) -> AsyncIterator[tuple[ServeProcess, str]]:
     database_url = await own_database()
-    port = find_free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "HEARTBEAT_SECONDS": "5"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli.main", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        await wait_until_ready(base_url, process)
-        yield process, base_url, database_url
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate(timeout=10)
-
-
-async def wait_until_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    async with asyncio.timeout(SERVE_START_SECONDS), httpx.AsyncClient() as client:
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"serve exited early: {process.communicate()}")
-            try:
-                response = await client.get(f"{base_url}/readyz", timeout=1)
-                if response.status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
+    async with run_serve_process(database_url, HEARTBEAT_SECONDS="5") as process:
+        yield process, database_url
 
 
 async def test_sigterm_ends_streams_at_once_and_they_resume_elsewhere(
-    serve_process: tuple[subprocess.Popen[bytes], str, str],
+    serve_process: tuple[ServeProcess, str],
 ) -> None:
     """Clients see a clean end as soon as SIGTERM arrives, the process exits
     within its grace period, its listener session is gone, and each client
     resumes on another instance with nothing missing or repeated."""
-    process, base_url, database_url = serve_process
+    serve, database_url = serve_process
+    process, base_url = serve.process, serve.base_url
     admin = await asyncpg.connect(to_asyncpg_dsn(database_url))
     seeded = [await seed_run(admin) for _ in range(5)]
     for _key, run_id in seeded:
@@ -180,7 +153,7 @@ async def test_sigterm_ends_streams_at_once_and_they_resume_elsewhere(
     # uvicorn re-raises the signal after its graceful shutdown, so that
     # supervisors see the process end by SIGTERM.
     assert exit_code in (0, -signal.SIGTERM)
-    assert b"service.stopped" in process.stderr.read()  # type: ignore[union-attr]
+    assert "service.stopped" in serve.logs()
     assert listeners == 0
     for ids in received:
         assert len(ids) == 1
