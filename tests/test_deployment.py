@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 from sqlalchemy.engine import make_url
 from typer.core import TyperGroup
 from typer.main import get_command
