@@ -29,8 +29,16 @@ class RunForbidden(AppError):
     """The run exists but belongs to another organisation."""
 
 
+class RunPruned(AppError):
+    """The run's event history has been removed by retention."""
+
+
 class InvalidCursor(AppError):
     """The resume cursor is malformed or is not an event of this run."""
+
+
+class InvalidRequest(AppError):
+    """A request body or parameter the caller must correct."""
 
 
 class TooManyStreams(AppError):

@@ -6,6 +6,7 @@ in `extra=` and is printed as key=value pairs after the name.
 
 import logging
 import sys
+from typing import TextIO
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 STANDARD_RECORD_FIELDS = frozenset(
@@ -31,6 +32,22 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
+class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record is emitted.
+
+    A handler bound to the stream of the moment would keep writing to it
+    after a test runner or a daemonising wrapper has swapped and closed it.
+    """
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
 def format_value(value: object) -> str:
     text = str(value)
     if text == "" or any(char.isspace() or char in '"=' for char in text):
@@ -40,7 +57,7 @@ def format_value(value: object) -> str:
 
 def configure_logging(level: str) -> None:
     """Send our logs, uvicorn's, SQLAlchemy's and asyncpg's through one formatter."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderrHandler()
     handler.setFormatter(KeyValueFormatter())
 
     root = logging.getLogger()

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from app.api import health, runs
+from app.api import health, runs, tokens
 from app.api.deps import Services
 from app.api.errors import install_error_handlers
 from app.config import Settings, load_settings
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(runs.router)
+    app.include_router(tokens.router)
     app.include_router(health.router)
     return app
 

@@ -8,12 +8,14 @@ from fastapi import Depends, Request
 
 from app.config import Settings
 from app.db import keys as key_queries
+from app.db import tokens as token_queries
 from app.db.engine import Database
 from app.errors import NotAuthenticated, RuntimeUnavailable
 from app.keys import hash_key
 from app.streaming.admission import StreamSlots
 from app.streaming.feeds import RunFeeds
 from app.streaming.listener import Listener
+from app.tokens import hash_token, is_read_token
 
 MISSING_KEY = "missing API key: send the header 'Authorization: Bearer <your API key>'"
 NOT_BEARER = (
@@ -21,6 +23,8 @@ NOT_BEARER = (
     "'Authorization: Bearer <your API key>'"
 )
 BAD_KEY = "the API key is not valid: it is unknown or has been revoked"
+BAD_TOKEN = "the read token is not valid: mint a new one for this run"
+EXPIRED_TOKEN = "the read token has expired: mint a new one for this run"
 NO_RUNTIME = (
     "Cloud Improve is not available for this organisation: no runtime is "
     "configured; ask your administrator to set one up"
@@ -41,7 +45,14 @@ class Services:
 
 @dataclass(frozen=True)
 class Caller:
+    """Who is asking: an organisation, and for a read token the one run it may read."""
+
     org_id: uuid.UUID
+    token_run_id: uuid.UUID | None = None
+
+    @property
+    def is_read_token(self) -> bool:
+        return self.token_run_id is not None
 
 
 def get_services(request: Request) -> Services:
@@ -66,18 +77,33 @@ def read_bearer_key(authorization: str | None) -> str:
 
 
 async def authenticate(request: Request, services: ServicesDep) -> Caller:
-    """Checks 1 and 2 of SPEC's table: a live key, of an org with a runtime."""
-    key = read_bearer_key(request.headers.get("authorization"))
+    """Checks 1 and 2 of SPEC's table: a live key or read token, of an org
+    with a runtime."""
+    bearer = read_bearer_key(request.headers.get("authorization"))
+    if is_read_token(bearer):
+        return await authenticate_read_token(bearer, services)
 
     # Looked up by hash: the plaintext is never compared, so timing says
     # nothing about which keys exist.
     async with services.database.connection() as conn:
-        owner = await key_queries.find_active_key_owner(conn, hash_key(key))
+        owner = await key_queries.find_active_key_owner(conn, hash_key(bearer))
     if owner is None:
         raise NotAuthenticated(BAD_KEY)
     if not owner.has_runtime:
         raise RuntimeUnavailable(NO_RUNTIME)
     return Caller(org_id=owner.org_id)
+
+
+async def authenticate_read_token(token: str, services: Services) -> Caller:
+    async with services.database.connection() as conn:
+        grant = await token_queries.find_read_token(conn, hash_token(token))
+    if grant is None:
+        raise NotAuthenticated(BAD_TOKEN)
+    if grant.is_expired:
+        raise NotAuthenticated(EXPIRED_TOKEN)
+    if not grant.has_runtime:
+        raise RuntimeUnavailable(NO_RUNTIME)
+    return Caller(org_id=grant.org_id, token_run_id=grant.run_id)
 
 
 CallerDep = Annotated[Caller, Depends(authenticate)]

@@ -6,9 +6,11 @@ from fastapi.responses import JSONResponse
 from app.errors import (
     AppError,
     InvalidCursor,
+    InvalidRequest,
     NotAuthenticated,
     RunForbidden,
     RunNotFound,
+    RunPruned,
     RuntimeUnavailable,
     ServiceUnavailable,
     TooManyStreams,
@@ -21,6 +23,8 @@ ERROR_RESPONSES: dict[type[AppError], tuple[int, str]] = {
     RunNotFound: (404, "run_not_found"),
     RunForbidden: (403, "run_forbidden"),
     InvalidCursor: (400, "invalid_cursor"),
+    InvalidRequest: (400, "invalid_request"),
+    RunPruned: (410, "run_pruned"),
     TooManyStreams: (429, "too_many_streams"),
     ServiceUnavailable: (503, "database_unavailable"),
 }

@@ -1,15 +1,22 @@
 """The events route: every check of SPEC's table first, then the stream."""
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.api.deps import CallerDep, ServicesDep
+from app.api.deps import Caller, CallerDep, ServicesDep
 from app.db import events as event_queries
 from app.db import runs as run_queries
-from app.errors import InvalidCursor, RunForbidden, RunNotFound, TooManyStreams
-from app.ids import parse_event_id, parse_run_id
+from app.db.runs import Run
+from app.errors import (
+    InvalidCursor,
+    RunForbidden,
+    RunNotFound,
+    RunPruned,
+    TooManyStreams,
+)
+from app.ids import EVENT_PREFIX, format_id, parse_event_id, parse_run_id
 from app.streaming.response import RunEventsResponse
 from app.streaming.stream import RunStream, StreamOptions
 
@@ -24,8 +31,12 @@ INVALID_CURSOR = (
     "start again without Last-Event-ID or cursor to read from the first event"
 )
 
-# A malformed run id is looked up as this id, which no run has, so that every
-# 404 costs the same query as a 403.
+TOKEN_FOR_ANOTHER_RUN = "this read token is for another run; mint one for this run"
+RUN_PRUNED = (
+    "this run's event history is no longer kept: it ended before the retention cut-off"
+)
+
+# A malformed run id is looked up as this id, which no run has.
 NO_SUCH_RUN = uuid.UUID(int=0)
 
 CursorQuery = Annotated[
@@ -50,6 +61,7 @@ CursorQuery = Annotated[
         401: {"description": "Missing, unknown or revoked API key."},
         403: {"description": "The run belongs to another organisation."},
         404: {"description": "No run with this id."},
+        410: {"description": "The run's history was removed by retention."},
         429: {"description": "The organisation's open streams are at the limit."},
         503: {"description": "No Cloud Improve runtime, or no database."},
     },
@@ -72,12 +84,7 @@ async def follow_run_events(
     run_uuid = parse_run_id(run_id)
 
     async with services.database.connection() as conn:
-        run = await run_queries.get_run(conn, run_uuid or NO_SUCH_RUN)
-        if run is None:
-            raise RunNotFound(RUN_NOT_FOUND)
-        if run.org_id != caller.org_id:
-            raise RunForbidden(RUN_FORBIDDEN)
-
+        run = await load_run_for(conn, caller, run_uuid)
         after_seq = 0
         if cursor_text is not None:
             event_uuid = parse_event_id(cursor_text)
@@ -115,7 +122,34 @@ async def follow_run_events(
         stream,
         heartbeat_seconds=settings.heartbeat_seconds,
         send_timeout_seconds=settings.send_timeout_seconds,
+        headers=describe_run_state(run),
     )
+
+
+async def load_run_for(conn: Any, caller: Caller, run_uuid: uuid.UUID | None) -> Run:
+    """Checks 3 and 4 of SPEC's table, then the two this service adds.
+
+    A malformed id is looked up like any other, so that every 404 costs the
+    same query as a 403.
+    """
+    run = await run_queries.get_run(conn, run_uuid or NO_SUCH_RUN)
+    if run is None:
+        raise RunNotFound(RUN_NOT_FOUND)
+    if run.org_id != caller.org_id:
+        raise RunForbidden(RUN_FORBIDDEN)
+    if caller.token_run_id is not None and caller.token_run_id != run.id:
+        raise RunForbidden(TOKEN_FOR_ANOTHER_RUN)
+    if run.is_pruned:
+        raise RunPruned(RUN_PRUNED)
+    return run
+
+
+def describe_run_state(run: Run) -> dict[str, str]:
+    """Where the run stands as the stream opens, before its first frame."""
+    headers = {"X-Run-Status": run.status}
+    if run.last_event_id is not None:
+        headers["X-Run-Last-Event-Id"] = format_id(EVENT_PREFIX, run.last_event_id)
+    return headers
 
 
 def choose_cursor(last_event_id: str | None, cursor: str | None) -> str | None:

@@ -2,7 +2,7 @@
 
 import typer
 
-from app.cli import dev, events, keys, orgs, runs, server
+from app.cli import dev, events, keys, orgs, retention, runs, server, tokens
 
 app = typer.Typer(
     name="selftune-events",
@@ -20,6 +20,8 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(runs.app, name="runs")
 app.command("emit")(events.emit)
 app.command("simulate")(events.simulate)
+app.add_typer(tokens.app, name="tokens")
+app.command("prune")(retention.prune)
 
 
 def main() -> None:
