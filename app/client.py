@@ -276,7 +276,7 @@ class RunEventIterator:
 
     Attributes:
         last_event_id: the last event yielded; sent as `Last-Event-ID` on resume.
-        reconnects: how many times the stream has been opened again.
+        reconnects: how many times it has tried to open the stream again.
     """
 
     def __init__(self, client: RunEventsClient, run_id: str, after: str | None) -> None:
@@ -285,7 +285,7 @@ class RunEventIterator:
         self.last_event_id = after
         self.reconnects = 0
         self.server_retry_ms: int | None = None
-        self.events = self.follow()
+        self.events = self.read_until_end()
 
     def __aiter__(self) -> Self:
         return self
@@ -307,7 +307,7 @@ class RunEventIterator:
             delay = self.server_retry_ms / 1000
         return min(delay, self.client.max_retry_delay_seconds)
 
-    async def follow(self) -> AsyncGenerator[RunEvent]:
+    async def read_until_end(self) -> AsyncGenerator[RunEvent]:
         failures = 0
         has_connected = False
         while True:

@@ -3,6 +3,7 @@
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from app import metrics
 from app.errors import (
     AppError,
     InvalidCursor,
@@ -37,6 +38,7 @@ STREAM_LIMIT_RETRY_AFTER_SECONDS = 10
 
 def render_error(exc: AppError) -> JSONResponse:
     status, code = ERROR_RESPONSES.get(type(exc), (500, "internal_error"))
+    metrics.REQUESTS_REJECTED.labels(str(status)).inc()
     headers = {}
     if isinstance(exc, NotAuthenticated):
         headers["WWW-Authenticate"] = "Bearer"

@@ -1,13 +1,14 @@
-"""Liveness and readiness, for orchestrators; neither needs a key."""
+"""Liveness, readiness and metrics, for operators; none needs a key."""
 
 import asyncio
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import AppStatus
 
 from app.api.deps import ServicesDep
 from app.errors import ServiceUnavailable
+from app.metrics import render_metrics
 
 router = APIRouter()
 
@@ -20,6 +21,13 @@ DATABASE_CHECK_SECONDS = 2.0
 async def healthz() -> JSONResponse:
     """The process is up and serving HTTP."""
     return JSONResponse({"status": "ok"})
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics() -> Response:
+    """Prometheus exposition of every worker's metrics."""
+    body, content_type = render_metrics()
+    return Response(body, media_type=content_type)
 
 
 @router.get("/readyz", include_in_schema=False)

@@ -2,7 +2,9 @@
 
 import asyncio
 import logging
+import os
 import socket
+import tempfile
 from typing import Annotated
 
 import asyncpg
@@ -52,6 +54,8 @@ def serve(
 ) -> None:
     """Run the HTTP service until SIGINT or SIGTERM."""
     run_command(lambda settings: prepare_to_serve(settings, host, port))
+    if workers > 1:
+        share_metrics_between_workers()
 
     # The factory reads the environment again in each worker process.
     uvicorn.run(
@@ -63,6 +67,18 @@ def serve(
         log_config=None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
+
+
+def share_metrics_between_workers() -> None:
+    """Give the workers a fresh folder to write their Prometheus samples in.
+
+    prometheus-client reads the variable when a worker imports it; /metrics
+    in any worker then merges them all (app/metrics.py).
+    """
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+            prefix="selftune-metrics-"
+        )
 
 
 async def run_migrations(settings: Settings) -> None:

@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from app import metrics
 from app.errors import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -89,6 +91,17 @@ class Database:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        pool_events = engine.sync_engine.pool
+        event.listen(pool_events, "checkout", self.count_checkout)
+        event.listen(pool_events, "checkin", self.count_checkin)
+
+    @staticmethod
+    def count_checkout(*_args: Any) -> None:
+        metrics.POOL_CHECKED_OUT.inc()
+
+    @staticmethod
+    def count_checkin(*_args: Any) -> None:
+        metrics.POOL_CHECKED_OUT.dec()
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:

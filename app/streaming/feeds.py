@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable
 
+from app import metrics
 from app.db import events as event_queries
 from app.db.engine import Database
 from app.errors import ServiceUnavailable
@@ -145,6 +146,7 @@ class RunFeed:
                     rows = await event_queries.read_events_after(
                         conn, self.run_id, self.fetched_seq, self.page_size
                     )
+                metrics.FEED_READS.inc()
             except ServiceUnavailable:
                 logger.warning(
                     "feed.read_failed",

@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 
+from app import metrics
 from app.db.engine import LISTENER_APPLICATION_NAME
 from app.streaming.feeds import RunFeeds
 
@@ -109,6 +110,7 @@ class Listener:
                 await asyncio.sleep(RECONNECT_MAX_SECONDS)
             finally:
                 self.connected.clear()
+                metrics.LISTENER_CONNECTED.set(0)
                 connection.terminate()
 
     async def connect_or_none(self) -> Any:
@@ -141,8 +143,10 @@ class Listener:
         # The order matters: LISTEN is active before the feeds resync, so an
         # event is either notified or found by the resync read, or both.
         self.connected.set()
+        metrics.LISTENER_CONNECTED.set(1)
         started = time.monotonic()
         if self.connection_count:
+            metrics.LISTENER_RECONNECTS.inc()
             logger.warning(
                 "listener.reconnected", extra={"reconnects": self.connection_count}
             )
@@ -190,4 +194,5 @@ class Listener:
     def on_notification(
         self, _connection: Any, _pid: int, _channel: str, payload: str
     ) -> None:
+        metrics.NOTIFICATIONS.inc()
         self.feeds.notify(payload)

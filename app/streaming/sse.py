@@ -12,6 +12,7 @@ Departures from a plain `json.dumps` encoding, each deliberate:
 https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
 """
 
+import datetime
 import re
 import uuid
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class EncodedEvent:
     seq: int
     frame: bytes
     is_terminal: bool
+    created_at: datetime.datetime
 
 
 def encode_retry(retry_ms: int) -> bytes:
@@ -79,7 +81,9 @@ def encode_event(row: Any) -> EncodedEvent:
         event_type.encode(),
         data,
     )
-    return EncodedEvent(row["seq"], frame, event_type in TERMINAL_TYPES)
+    return EncodedEvent(
+        row["seq"], frame, event_type in TERMINAL_TYPES, row["created_at"]
+    )
 
 
 def compact_jsonb(text: str) -> str:

@@ -8,12 +8,14 @@ an overflowed buffer) is filled from the database. docs/ARCHITECTURE.md tells
 the hand-over in full.
 """
 
+import datetime
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from app import metrics
 from app.db import events as event_queries
 from app.db.engine import Database
 from app.errors import ServiceUnavailable
@@ -74,6 +76,8 @@ class RunStream:
         self.subscription = self.feeds.subscribe(
             self.run_id, self.options.max_buffered_events
         )
+        metrics.STREAMS_OPEN.inc()
+        metrics.STREAMS_OPENED.inc()
         logger.info(
             "stream.opened",
             extra={
@@ -122,16 +126,25 @@ class RunStream:
     def take_in_order(self, events: list[EncodedEvent]) -> tuple[bytes, bool]:
         """The frames that continue the stream, and whether one was missing."""
         frames: list[bytes] = []
+        has_gap = False
         for event in events:
             if event.seq <= self.last_sent:
                 continue
             if event.seq > self.last_sent + 1:
-                return b"".join(frames), True
+                has_gap = True
+                break
+            if not frames:
+                # The oldest event of the chunk waited longest; one sample a
+                # chunk keeps the histogram off the per-event path.
+                lag = datetime.datetime.now(datetime.UTC) - event.created_at
+                metrics.COMMIT_TO_SEND_SECONDS.observe(lag.total_seconds())
             frames.append(event.frame)
             self.mark_sent(event)
             if event.is_terminal:
                 break
-        return b"".join(frames), False
+        if frames:
+            metrics.EVENTS_SENT.labels("live").inc(len(frames))
+        return b"".join(frames), has_gap
 
     async def read_database(self) -> AsyncIterator[bytes]:
         """Page through the run's events after `last_sent` until there are none.
@@ -156,6 +169,7 @@ class RunStream:
                 if event.is_terminal:
                     break
             if frames:
+                metrics.EVENTS_SENT.labels("replay").inc(len(frames))
                 yield b"".join(frames)
 
             if len(rows) < page_size and self.feeds.resync_count == resyncs_before:
@@ -177,6 +191,8 @@ class RunStream:
         self.closed = True
         if self.subscription is not None:
             self.subscription.close()
+            metrics.STREAMS_OPEN.dec()
+        metrics.STREAMS_CLOSED.labels(self.close_reason).inc()
         if self.on_close is not None:
             self.on_close()
         logger.info(
