@@ -2,7 +2,7 @@
 
 Departures from a browser `EventSource`, each deliberate:
 
-1. 401, 403, 404 and 400 end the iteration at once with a typed error;
+1. 400, 401, 403, 404 and 410 end the iteration at once with a typed error;
    429 and 503 that carry `Retry-After` are retried after it, up to
    `max_retries` times, then raised. (`EventSource` gives up on any non-200.)
 2. The server's `retry:` is capped at `max_retry_delay_seconds`, and
@@ -82,8 +82,13 @@ class ResponseError(RunEventsError):
         self.retry_after = retry_after
 
 
-class InvalidCursorError(ResponseError):
-    """400: the cursor is not an event of this run; follow again with none."""
+class BadRequestError(ResponseError):
+    """400: the request itself must be corrected."""
+
+
+class InvalidCursorError(BadRequestError):
+    """400 `invalid_cursor`: the cursor is not an event of this run; follow
+    again with none."""
 
 
 class AuthenticationError(ResponseError):
@@ -98,6 +103,10 @@ class RunNotFoundError(ResponseError):
     """404: no run has this id."""
 
 
+class RunPrunedError(ResponseError):
+    """410: the run's events are no longer kept."""
+
+
 class TooManyStreamsError(ResponseError):
     """429: the organisation holds as many open streams as the server allows."""
 
@@ -107,10 +116,11 @@ class ServiceUnavailableError(ResponseError):
 
 
 ERRORS_BY_STATUS: dict[int, type[ResponseError]] = {
-    400: InvalidCursorError,
+    400: BadRequestError,
     401: AuthenticationError,
     403: PermissionDeniedError,
     404: RunNotFoundError,
+    410: RunPrunedError,
     429: TooManyStreamsError,
     503: ServiceUnavailableError,
 }
@@ -378,6 +388,8 @@ def read_response_error(response: httpx.Response) -> ResponseError:
         code = body["code"] if isinstance(body.get("code"), str) else None
 
     error_class = ERRORS_BY_STATUS.get(response.status_code, ResponseError)
+    if code == "invalid_cursor":
+        error_class = InvalidCursorError
     return error_class(
         response.status_code,
         detail,

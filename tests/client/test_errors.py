@@ -10,6 +10,7 @@ import pytest
 
 from app.client import (
     AuthenticationError,
+    BadRequestError,
     ConnectionFailedError,
     InvalidCursorError,
     PermissionDeniedError,
@@ -19,10 +20,12 @@ from app.client import (
     RunEventIterator,
     RunEventsClient,
     RunNotFoundError,
+    RunPrunedError,
     ServiceUnavailableError,
     TooManyStreamsError,
 )
 from app.db import events as event_queries
+from app.db import retention
 from app.ids import RUN_PREFIX, format_id
 from tests.client.conftest import PublishLifecycle
 from tests.client.relay import Relay
@@ -103,6 +106,24 @@ async def test_follow_after_another_runs_event_raises_invalid_cursor(
 
     assert (raised.value.status_code, raised.value.code) == (400, "invalid_cursor")
     assert "start again" in raised.value.detail
+
+
+async def test_follow_of_a_pruned_run_raises_run_pruned(
+    live_server: LiveServer,
+    db: asyncpg.Connection,
+    make_tenant: MakeTenant,
+    make_run: MakeRun,
+    publish_lifecycle: PublishLifecycle,
+) -> None:
+    tenant = await make_tenant()
+    run_id = await make_run(tenant)
+    await publish_lifecycle(run_id)
+    await retention.prune_run(db, run_id)
+
+    with pytest.raises(RunPrunedError) as raised:
+        await read_first(live_server.base_url, tenant.key, run_typeid(run_id))
+
+    assert (raised.value.status_code, raised.value.code) == (410, "run_pruned")
 
 
 async def test_follow_without_a_runtime_raises_service_unavailable_at_once(
@@ -261,3 +282,18 @@ async def test_follow_through_a_failing_proxy_raises_its_status_and_text() -> No
     assert type(raised.value) is ResponseError
     assert (raised.value.status_code, raised.value.code) == (502, None)
     assert raised.value.detail == "<h1>502 Bad Gateway</h1>"
+
+
+async def test_follow_refused_for_another_reason_raises_bad_request() -> None:
+    body = b'{"detail": "the token is malformed", "code": "invalid_request"}'
+    transport = serve_once(400, "application/json", body)
+
+    async with RunEventsClient("http://test", "key", transport=transport) as client:
+        with pytest.raises(BadRequestError) as raised:
+            await anext(client.follow("run_x"))
+
+    assert not isinstance(raised.value, InvalidCursorError)
+    assert (raised.value.code, raised.value.detail) == (
+        "invalid_request",
+        "the token is malformed",
+    )
