@@ -9,6 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,7 +25,7 @@ MIGRATION_LOCK_ID = 0x5E1F7E
 # A migration of this size takes well under a second once it has the lock.
 UPGRADE_TIMEOUT_SECONDS = 60.0
 
-HEAD = "0001"
+HEAD = ScriptDirectory.from_config(build_alembic_config()).get_current_head()
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -156,6 +157,7 @@ async def test_upgrade_to_head_creates_publish_contract(
         "alembic_version",
         "api_keys",
         "organisations",
+        "read_tokens",
         "run_events",
         "runs",
     ]
