@@ -8,6 +8,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.errors import ConfigError
 
 LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
 
 
 class Settings(BaseSettings):
@@ -20,6 +21,10 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1, le=500)
     database_connect_timeout: float = Field(default=30.0, ge=0, le=3600)
     log_level: LogLevel = "info"
+    log_format: LogFormat = "text"
+    # Browser origins allowed to call the API (CORS), comma-separated;
+    # empty allows none.
+    allowed_origins: str = ""
 
     # Not in SPEC's table; operators rarely need them, tests do.
     send_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -27,7 +32,15 @@ class Settings(BaseSettings):
     stream_buffer_events: int = Field(default=2000, ge=1)
     max_streams_per_org: int = Field(default=1000, ge=1)
 
-    @field_validator("log_level", mode="before")
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        return [
+            origin.strip()
+            for origin in self.allowed_origins.split(",")
+            if origin.strip()
+        ]
+
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def lower_log_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

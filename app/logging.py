@@ -4,6 +4,7 @@ Messages are fixed dotted event names (`stream.opened`); what varies travels
 in `extra=` and is printed as key=value pairs after the name.
 """
 
+import json
 import logging
 import sys
 from typing import TextIO
@@ -48,6 +49,24 @@ class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log pipelines (LOG_FORMAT=json)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in STANDARD_RECORD_FIELDS:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
 def format_value(value: object) -> str:
     text = str(value)
     if text == "" or any(char.isspace() or char in '"=' for char in text):
@@ -55,10 +74,11 @@ def format_value(value: object) -> str:
     return text
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: str = "text") -> None:
     """Send our logs, uvicorn's, SQLAlchemy's and asyncpg's through one formatter."""
     handler = CurrentStderrHandler()
-    handler.setFormatter(KeyValueFormatter())
+    formatter = JsonFormatter() if log_format == "json" else KeyValueFormatter()
+    handler.setFormatter(formatter)
 
     root = logging.getLogger()
     root.handlers[:] = [handler]

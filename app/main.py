@@ -5,10 +5,12 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import health, runs, tokens
 from app.api.deps import Services
 from app.api.errors import install_error_handlers
+from app.api.openapi import install_openapi
 from app.config import Settings, load_settings
 from app.db.engine import Database, create_engine, to_asyncpg_dsn
 from app.errors import ServiceUnavailable
@@ -67,6 +69,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_openapi(app)
+    if settings.allowed_origin_list:
+        # Browsers send Authorization and Last-Event-ID only after a
+        # preflight that allows them; the run-state headers must be exposed
+        # to be readable from script.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Last-Event-ID", "Content-Type"],
+            expose_headers=["X-Run-Status", "X-Run-Last-Event-Id", "Retry-After"],
+            max_age=600,
+        )
     app.include_router(runs.router)
     app.include_router(tokens.router)
     app.include_router(health.router)
@@ -76,5 +91,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def create_app_from_environment() -> FastAPI:
     """The factory `serve` hands to uvicorn, once in each worker process."""
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from app.api.deps import Caller, CallerDep, ServicesDep
+from app.api.openapi import describe_events_responses
 from app.db import events as event_queries
 from app.db import runs as run_queries
 from app.db.runs import Run
@@ -51,20 +52,7 @@ CursorQuery = Annotated[
 @router.get(
     "/api/v1/improve-runs/{run_id}/events",
     response_class=Response,
-    responses={
-        200: {
-            "description": "The run's events as Server-Sent Events.",
-            "content": {"text/event-stream": {}},
-        },
-        204: {"description": "The cursor is the run's terminal event."},
-        400: {"description": "The cursor is not an event of this run."},
-        401: {"description": "Missing, unknown or revoked API key."},
-        403: {"description": "The run belongs to another organisation."},
-        404: {"description": "No run with this id."},
-        410: {"description": "The run's history was removed by retention."},
-        429: {"description": "The organisation's open streams are at the limit."},
-        503: {"description": "No Cloud Improve runtime, or no database."},
-    },
+    responses=describe_events_responses(),
 )
 async def follow_run_events(
     run_id: str,

@@ -39,7 +39,7 @@ def run_command(
     """
     try:
         settings = load_settings()
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         return asyncio.run(body(settings))
     except AppError as exc:
         fail(exc.detail)
