@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     # Browser origins allowed to call the API (CORS), comma-separated;
     # empty allows none.
     allowed_origins: str = ""
+    # Serve /dev/runs/{id}, a live timeline page; `dev` turns it on.
+    dev_pages: bool = False
 
     # Not in SPEC's table; operators rarely need them, tests do.
     send_timeout_seconds: float = Field(default=30.0, gt=0)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import health, runs, tokens
+from app.api import dev_pages, health, runs, tokens
 from app.api.deps import Services
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
@@ -85,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(tokens.router)
     app.include_router(health.router)
+    if settings.dev_pages:
+        app.include_router(dev_pages.router)
     return app
 
 
