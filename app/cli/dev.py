@@ -29,6 +29,7 @@ from app.config import Settings
 from app.db import keys as key_queries
 from app.db import orgs as org_queries
 from app.db import runs as run_queries
+from app.db import tokens as token_queries
 from app.db.embedded import start_embedded_postgres
 from app.db.engine import Database
 from app.db.migrate import upgrade_to_head
@@ -36,6 +37,7 @@ from app.errors import AppError, ConfigError
 from app.ids import RUN_PREFIX, format_id
 from app.keys import generate_key, hash_key, visible_prefix
 from app.simulation import simulate_run
+from app.tokens import MAX_TTL
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ STARTED_CHECK_SECONDS = 0.05
 class Demo:
     key: str
     run_id: uuid.UUID
+    read_token: str
 
 
 def dev(
@@ -104,7 +107,10 @@ async def create_demo(database: Database) -> Demo:
             conn, org_id, prefix=visible_prefix(key), key_hash=hash_key(key)
         )
         run_id = await run_queries.create_run(conn, org_id)
-    return Demo(key=key, run_id=run_id)
+        read_token, _expires_at = await token_queries.create_read_token(
+            conn, run_id=run_id, org_id=org_id, ttl=MAX_TTL
+        )
+    return Demo(key=key, run_id=run_id, read_token=read_token)
 
 
 async def serve_demo(
@@ -118,7 +124,7 @@ async def serve_demo(
     from app.main import create_app
 
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings.model_copy(update={"dev_pages": True})),
         host=DEV_HOST,
         port=listening.getsockname()[1],
         log_config=None,
@@ -149,6 +155,8 @@ async def run_demo(
     url += f"{format_id(RUN_PREFIX, demo.run_id)}/events"
     typer.echo(f"API key: {demo.key}")
     typer.echo(f"curl -N -H 'Authorization: Bearer {demo.key}' {url}")
+    run = format_id(RUN_PREFIX, demo.run_id)
+    typer.echo(f"Timeline: http://{host}:{port}/dev/runs/{run}#token={demo.read_token}")
 
     try:
         await simulate_run(database, demo.run_id, speed=speed)
