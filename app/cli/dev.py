@@ -80,7 +80,9 @@ async def run_dev(settings: Settings, port: int, speed: float) -> None:
     logging.getLogger("pgserver").setLevel(logging.WARNING)
 
     # Fail on a busy port before spending seconds on a database.
-    listening = bind_listening_socket(DEV_HOST, port)
+    listening = bind_listening_socket(
+        DEV_HOST, port, dead_peer_seconds=settings.send_timeout_seconds
+    )
     with contextlib.ExitStack() as stack:
         stack.callback(listening.close)
         stack.enter_context(stop_on_sigterm())

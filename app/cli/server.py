@@ -53,16 +53,16 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Run the HTTP service until SIGINT or SIGTERM."""
-    run_command(lambda settings: prepare_to_serve(settings, host, port))
+    listening = run_command(lambda settings: prepare_to_serve(settings, host, port))
     if workers > 1:
         share_metrics_between_workers()
 
-    # The factory reads the environment again in each worker process.
+    # The factory reads the environment again in each worker process; the
+    # workers share our socket, with the dead-peer options set on it.
     uvicorn.run(
         "app.main:create_app_from_environment",
         factory=True,
-        host=host,
-        port=port,
+        fd=listening.fileno(),
         workers=workers,
         log_config=None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
@@ -100,10 +100,15 @@ async def run_migrations(settings: Settings) -> None:
         await engine.dispose()
 
 
-async def prepare_to_serve(settings: Settings, host: str, port: int) -> None:
+async def prepare_to_serve(settings: Settings, host: str, port: int) -> socket.socket:
+    """Check the settings, take the port, and wait for the database."""
     database_url = settings.require_database_url()
-    check_port_free(host, port)
+    listening = bind_listening_socket(
+        host, port, dead_peer_seconds=settings.send_timeout_seconds
+    )
     await wait_for_database(database_url, settings.database_connect_timeout)
+    logger.info("serve.listening", extra={"host": host, "port": port})
+    return listening
 
 
 async def wait_for_database(database_url: str, timeout_seconds: float) -> None:
@@ -153,24 +158,45 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Fail with one line, before anything starts, if `host:port` is taken."""
-    bind_listening_socket(host, port).close()
+def bind_listening_socket(
+    host: str, port: int, *, dead_peer_seconds: float | None = None
+) -> socket.socket:
+    """A socket bound to `host:port`, ready to hand to uvicorn.
 
-
-def bind_listening_socket(host: str, port: int) -> socket.socket:
-    """A socket bound to `host:port`, ready to hand to uvicorn."""
+    With `dead_peer_seconds`, every accepted connection inherits options that
+    drop a client which vanished without closing: a heartbeat that stays
+    unacknowledged that long ends the connection (TCP_USER_TIMEOUT), and idle
+    connections are probed (keepalive). Without them a silent peer holds its
+    stream for the kernel's retransmission limit, about fifteen minutes.
+    """
     # The options uvicorn binds with, so that a port left in TIME_WAIT by a
     # previous run counts as free, as it is for uvicorn.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listening = socket.socket(family, socket.SOCK_STREAM)
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if dead_peer_seconds is not None:
+        set_dead_peer_options(listening, dead_peer_seconds)
+    listening.set_inheritable(True)
     try:
         listening.bind((host, port))
     except OSError as exc:
         listening.close()
         raise ConfigError(describe_bind_failure(host, port, exc)) from exc
     return listening
+
+
+def set_dead_peer_options(listening: socket.socket, seconds: float) -> None:
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    # Linux names; elsewhere the keepalive defaults apply.
+    linux_options = {
+        "TCP_USER_TIMEOUT": int(seconds * 1000),
+        "TCP_KEEPIDLE": max(int(seconds), 1),
+        "TCP_KEEPINTVL": max(int(seconds / 3), 1),
+        "TCP_KEEPCNT": 3,
+    }
+    for name, value in linux_options.items():
+        if hasattr(socket, name):
+            listening.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 def describe_bind_failure(host: str, port: int, exc: OSError) -> str:

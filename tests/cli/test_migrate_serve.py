@@ -106,9 +106,18 @@ async def test_serve_hands_the_factory_to_uvicorn(
     cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[tuple[Any, dict[str, Any]]] = []
-    monkeypatch.setattr(
-        uvicorn, "run", lambda app, **options: calls.append((app, options))
-    )
+
+    def record(app: Any, **options: Any) -> None:
+        # The socket closes when serve returns: read it while it is open.
+        listening = socket.socket(fileno=os.dup(options["fd"]))
+        options["bound_port"] = listening.getsockname()[1]
+        options["user_timeout_ms"] = listening.getsockopt(
+            socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT
+        )
+        listening.close()
+        calls.append((app, options))
+
+    monkeypatch.setattr(uvicorn, "run", record)
     port = find_free_port()
 
     result = await cli.run("serve", "--port", str(port), "--workers", "3")
@@ -117,11 +126,8 @@ async def test_serve_hands_the_factory_to_uvicorn(
     [(target, options)] = calls
     assert target == "app.main:create_app_from_environment"
     assert options["factory"] is True
-    assert (options["host"], options["port"], options["workers"]) == (
-        "127.0.0.1",
-        port,
-        3,
-    )
+    assert (options["bound_port"], options["workers"]) == (port, 3)
+    assert options["user_timeout_ms"] == 30_000
     assert options["log_config"] is None
     assert options["timeout_graceful_shutdown"] >= 5
 

@@ -1,6 +1,7 @@
 """Clients that stop reading: bounded memory, no harm to others, a clean resume."""
 
 import asyncio
+import contextlib
 import socket
 import time
 import uuid
@@ -18,7 +19,7 @@ from tests.fixtures.sse import check_event_frame, open_stream, parse_frame
 
 EVENT_COUNT = 5000
 PAYLOAD = {"blob": "x" * 2000}
-SEND_TIMEOUT_SECONDS = 2
+SEND_TIMEOUT_SECONDS = 10
 HEARTBEAT_SECONDS = 1
 RSS_GROWTH_LIMIT_BYTES = 50 * 1024 * 1024
 
@@ -44,9 +45,15 @@ class FrozenClient:
             self.received += self.sock.recv(65536)
 
     def read_to_eof(self, timeout: float) -> None:
+        """Read what the server sent before it gave up on us.
+
+        A server that dropped us by TCP_USER_TIMEOUT resets the connection,
+        which may also discard what was still unread; the resume covers that.
+        """
         self.sock.settimeout(timeout)
-        while chunk := self.sock.recv(65536):
-            self.received += chunk
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := self.sock.recv(65536):
+                self.received += chunk
         self.sock.close()
 
     def event_ids(self) -> list[str]:
@@ -131,9 +138,15 @@ async def test_frozen_reader_is_dropped_and_resumes_while_others_keep_up(
             rss_after = server.memory_info().rss
             finished_publishing = time.monotonic()
 
+            # The healthy stream is still open, so the first close is the
+            # frozen one's: by the send timeout, or by the kernel giving up on
+            # a zero window first (TCP_USER_TIMEOUT is the same length).
             async with asyncio.timeout(SEND_TIMEOUT_SECONDS + HEARTBEAT_SECONDS + 20):
-                while "stream.send_timed_out" not in serve.logs():
+                while "stream.closed" not in serve.logs():
                     await asyncio.sleep(0.1)
+            closed_line = next(
+                line for line in serve.logs().splitlines() if "stream.closed" in line
+            )
             dropped_after = time.monotonic() - finished_publishing
         await asyncio.to_thread(frozen.read_to_eof, 10)
 
@@ -145,6 +158,7 @@ async def test_frozen_reader_is_dropped_and_resumes_while_others_keep_up(
                 for _ in range(EVENT_COUNT - len(frozen_ids))
             ]
 
+    assert "reason=slow_client" in closed_line or "reason=client_gone" in closed_line
     assert healthy_ids == published
     assert rss_after - rss_before < RSS_GROWTH_LIMIT_BYTES
     assert dropped_after < SEND_TIMEOUT_SECONDS + HEARTBEAT_SECONDS + 15
