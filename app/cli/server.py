@@ -25,6 +25,11 @@ logger = logging.getLogger(__name__)
 # outlast that drain, and stays inside the usual 30 s container grace period.
 GRACEFUL_SHUTDOWN_SECONDS = 10
 
+# How long uvicorn's supervisor waits for a worker to answer before it kills
+# and replaces it. Its default of 5 s is shorter than importing the web stack
+# on a busy two-core host, which made workers restart in a loop.
+WORKER_HEALTHCHECK_SECONDS = 30
+
 # Retry quickly at first (a database that is just starting), then settle.
 FIRST_RETRY_SECONDS = 0.25
 MAX_RETRY_SECONDS = 2.0
@@ -64,6 +69,7 @@ def serve(
         factory=True,
         fd=listening.fileno(),
         workers=workers,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         log_config=None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )

@@ -120,8 +120,12 @@ class Listener:
                 timeout=self.check_seconds * 2,
                 server_settings={"application_name": LISTENER_APPLICATION_NAME},
             )
-        except CONNECTION_ERRORS:
-            logger.warning("listener.connect_failed")
+        except CONNECTION_ERRORS as exc:
+            # The class says enough (refused, timed out, auth) and, unlike the
+            # message, never carries a part of the DSN.
+            logger.warning(
+                "listener.connect_failed", extra={"error": type(exc).__name__}
+            )
             return None
         return connection
 
