@@ -20,7 +20,7 @@ import contextlib
 import json
 import urllib.parse
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -255,47 +255,51 @@ class RunEventsClient:
         """
         return RunEventIterator(self, str(run_id), after)
 
-    @contextlib.asynccontextmanager
     async def open_stream(
         self, run_id: str, cursor: str | None
-    ) -> AsyncIterator[httpx.Response | None]:
-        """One GET of the events route: the 200 response, or None for a 204.
+    ) -> httpx.Response | None:
+        """One GET of the events route: the open 200 response, or None for a 204.
+
+        The caller closes the response.
 
         Raises:
             ResponseError: any other status, as the subclass for it.
             ProtocolError: a 200 that is not an event stream.
-            httpx.TransportError: the request or its response failed.
+            httpx.TransportError: the request failed.
         """
         path = f"/api/v1/improve-runs/{urllib.parse.quote(run_id, safe='')}/events"
         headers = {"Last-Event-ID": cursor} if cursor else {}
-        async with self.http.stream("GET", path, headers=headers) as response:
+        request = self.http.build_request("GET", path, headers=headers)
+        response = await self.http.send(request, stream=True)
+        content_type = response.headers.get("content-type", "")
+        if response.status_code == 200 and content_type.startswith("text/event-stream"):
+            return response
+
+        try:
             if response.status_code == 204:
-                yield None
-                return
-            if response.status_code != 200:
-                await response.aread()
-                raise read_response_error(response)
-            content_type = response.headers.get("content-type", "")
-            if not content_type.startswith("text/event-stream"):
+                return None
+            if response.status_code == 200:
                 raise ProtocolError(f"expected an event stream, got {content_type!r}")
-            yield response
+            await response.aread()
+            raise read_response_error(response)
+        finally:
+            await response.aclose()
 
 
 class RunEventIterator:
     """The events of one run, in order and each once, across reconnects.
 
-    Attributes:
-        last_event_id: the last event yielded; sent as `Last-Event-ID` on resume.
-        reconnects: how many times it has tried to open the stream again.
+    Leaving the loop early leaves a connection open until the iterator is
+    garbage-collected: use it as `async with client.follow(run) as events:`
+    or call `aclose()` to close it at once.
     """
 
     def __init__(self, client: RunEventsClient, run_id: str, after: str | None) -> None:
-        self.client = client
-        self.run_id = run_id
-        self.last_event_id = after
-        self.reconnects = 0
-        self.server_retry_ms: int | None = None
-        self.events = self.read_until_end()
+        # The generator's frame holds the follower, never this object: with no
+        # reference cycle, a dropped iterator is finalised outermost first, so
+        # its nested generators are closed in order instead of all at once.
+        self.follower = RunFollower(client, run_id, after)
+        self.events = self.follower.read_until_end()
 
     def __aiter__(self) -> Self:
         return self
@@ -303,9 +307,50 @@ class RunEventIterator:
     async def __anext__(self) -> RunEvent:
         return await anext(self.events)
 
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
     async def aclose(self) -> None:
         """Close the open stream, if any; iterating afterwards ends at once."""
         await self.events.aclose()
+
+    @property
+    def last_event_id(self) -> str | None:
+        """The last event yielded, sent as `Last-Event-ID` on resume."""
+        return self.follower.last_event_id
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the stream has been opened again, or tried to be."""
+        return self.follower.reconnects
+
+    @property
+    def server_retry_ms(self) -> int | None:
+        """The stream's last `retry:` field, if it sent one."""
+        return self.follower.server_retry_ms
+
+    @property
+    def retry_delay_seconds(self) -> float:
+        return self.follower.retry_delay_seconds
+
+
+class RunFollower:
+    """Where one run's stream stands, and the loop that reopens it."""
+
+    def __init__(self, client: RunEventsClient, run_id: str, after: str | None) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.last_event_id = after
+        self.reconnects = 0
+        self.server_retry_ms: int | None = None
 
     @property
     def retry_delay_seconds(self) -> float:
@@ -322,18 +367,18 @@ class RunEventIterator:
         has_connected = False
         while True:
             try:
-                async with self.client.open_stream(
+                response = await self.client.open_stream(
                     self.run_id, self.last_event_id
-                ) as response:
-                    if response is None:
-                        return
-                    failures, has_connected = 0, True
-                    async with contextlib.aclosing(self.read(response)) as events:
-                        async for event in events:
-                            self.last_event_id = event.id
-                            yield event
-                            if event.is_terminal:
-                                return
+                )
+                if response is None:
+                    return
+                failures, has_connected = 0, True
+                async with contextlib.aclosing(self.read(response)) as events:
+                    async for event in events:
+                        self.last_event_id = event.id
+                        yield event
+                        if event.is_terminal:
+                            return
                 # Ended without the terminal event (a server shutting down,
                 # a slow-client drop): resume like EventSource does.
                 delay = self.retry_delay_seconds
@@ -366,13 +411,19 @@ class RunEventIterator:
         return self.retry_delay_seconds
 
     async def read(self, response: httpx.Response) -> AsyncGenerator[RunEvent]:
-        async for message in EventSource(response).aiter_sse():
-            if message.retry is not None:
-                self.server_retry_ms = message.retry
-            # A message with no data is not dispatched (the SSE spec), and
-            # `retry:` arrives alone.
-            if message.data:
-                yield RunEvent.from_json(message.data)
+        """The events of one response; closes it however the reading ends."""
+        messages = EventSource(response).aiter_sse()
+        try:
+            async for message in messages:
+                if message.retry is not None:
+                    self.server_retry_ms = message.retry
+                # A message with no data is not dispatched (the SSE spec), and
+                # `retry:` arrives alone.
+                if message.data:
+                    yield RunEvent.from_json(message.data)
+        finally:
+            await messages.aclose()
+            await response.aclose()
 
 
 def read_response_error(response: httpx.Response) -> ResponseError:

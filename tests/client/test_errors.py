@@ -42,9 +42,10 @@ async def read_first(
 ) -> RunEvent | None:
     async with (
         RunEventsClient(base_url, key) as client,
+        client.follow(run, after=after) as events,
         asyncio.timeout(TIMEOUT_SECONDS),
     ):
-        return await anext(client.follow(run, after=after), None)
+        return await anext(events, None)
 
 
 async def test_follow_with_an_unknown_key_raises_authentication_error(
