@@ -3,6 +3,7 @@
 import typer
 
 from app.cli import dev, events, keys, orgs, retention, runs, server, tokens
+from app.cli.tail import tail
 
 app = typer.Typer(
     name="selftune-events",
@@ -22,6 +23,7 @@ app.command("emit")(events.emit)
 app.command("simulate")(events.simulate)
 app.add_typer(tokens.app, name="tokens")
 app.command("prune")(retention.prune)
+app.command("tail")(tail)
 
 
 def main() -> None:
