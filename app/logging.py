@@ -90,5 +90,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
         uvicorn_logger.handlers[:] = []
         uvicorn_logger.propagate = True
 
-    # Per-statement SQL at INFO would drown the service's own lines.
+    # Per-statement SQL and per-request client lines at INFO would drown the
+    # service's own lines.
     logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)

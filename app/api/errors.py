@@ -2,6 +2,7 @@
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import metrics
 from app.errors import (
@@ -30,6 +31,9 @@ ERROR_RESPONSES: dict[type[AppError], tuple[int, str]] = {
     ServiceUnavailable: (503, "database_unavailable"),
 }
 
+RUNS_PREFIX = "/api/v1/improve-runs/"
+HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
+
 # Seconds a client should wait before retrying a 503 for a lost database,
 # or a 429 while its organisation's streams are all in use.
 DATABASE_RETRY_AFTER_SECONDS = 3
@@ -57,5 +61,25 @@ async def handle_app_error(_request: Request, exc: Exception) -> JSONResponse:
     return render_error(exc)
 
 
+async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (no route, wrong method) in the same JSON shape.
+
+    A path under the runs prefix that no route matches, such as an id with an
+    encoded slash, is an unknown run as far as the caller can tell.
+    """
+    if not isinstance(exc, StarletteHTTPException):  # pragma: no cover
+        raise exc
+    if exc.status_code == 404 and request.url.path.startswith(RUNS_PREFIX):
+        return render_error(RunNotFound("no improve run with this id"))
+    code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+    metrics.REQUESTS_REJECTED.labels(str(exc.status_code)).inc()
+    return JSONResponse(
+        {"detail": str(exc.detail), "code": code},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, handle_app_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_error)

@@ -162,6 +162,9 @@ async def test_events_503_for_runtime_comes_before_404(
         "run_" + "a" * 10_000,
         "0000000000000000000000000000000000000",
         "{12345678-1234-1234-1234-123456789abc}",
+        "",
+        "run_x%2Fy",
+        "a/b",
     ],
 )
 async def test_events_for_an_unknown_or_malformed_run_is_404(
@@ -172,6 +175,7 @@ async def test_events_for_an_unknown_or_malformed_run_is_404(
     response = await get(live_server.events_url(run_path), auth(tenant.key))
 
     assert_json_error(response, 404)
+    assert response.json()["code"] == "run_not_found"
 
 
 @pytest.mark.parametrize("spelling", ["typeid", "uuid", "UUID"])
