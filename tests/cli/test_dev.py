@@ -1,11 +1,13 @@
 """`dev` as a user runs it: a real process, read from stdout, stopped by a signal."""
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,19 @@ class Ready:
     run: str
 
 
+@dataclass(frozen=True)
+class DevProcess:
+    process: asyncio.subprocess.Process
+    stderr: asyncio.Task[str]
+
+    async def stop(self, signum: int) -> tuple[int, str]:
+        """Send `signum`; the exit code and everything dev wrote on stderr."""
+        self.process.send_signal(signum)
+        async with asyncio.timeout(SHUTDOWN_TIMEOUT_SECONDS):
+            returncode = await self.process.wait()
+            return returncode, await self.stderr
+
+
 async def test_dev_serves_the_demo_run_and_stops_on_sigint_twice_in_a_row(
     tmp_path: Path,
 ) -> None:
@@ -45,20 +60,14 @@ async def test_dev_serves_the_demo_run_and_stops_on_sigint_twice_in_a_row(
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
 
     for _ in range(2):
-        process = await start_dev(env, tmp_path)
-        stderr = asyncio.create_task(read_all(process.stderr))
-        try:
-            ready = await read_ready(process)
+        async with start_dev(env, tmp_path) as dev:
+            ready = await read_ready(dev.process)
             types = await read_stream_types(ready)
 
-            process.send_signal(signal.SIGINT)
-            returncode = await wait_for_exit(process)
-        finally:
-            await kill_if_running(process)
+            returncode, log = await dev.stop(signal.SIGINT)
 
         assert types[0] == "run_enqueued"
         assert types[-1] == "run_completed"
-        log = await stderr
         assert returncode == 0, log
         assert "Traceback" not in log
         assert "embedded_postgres.stopped" in log
@@ -69,20 +78,15 @@ async def test_dev_uses_database_url_and_stops_on_sigterm(
     migrated_database_url: str, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
     env = {**os.environ, "DATABASE_URL": migrated_database_url}
-    process = await start_dev(env, tmp_path)
-    stderr = asyncio.create_task(read_all(process.stderr))
-    try:
-        ready = await read_ready(process)
 
-        process.send_signal(signal.SIGTERM)
-        returncode = await wait_for_exit(process)
-    finally:
-        await kill_if_running(process)
+    async with start_dev(env, tmp_path) as dev:
+        ready = await read_ready(dev.process)
+
+        returncode, log = await dev.stop(signal.SIGTERM)
 
     run_id = parse_run_id(ready.run)
     assert run_id is not None
     assert await run_queries.get_run(db, run_id) is not None
-    log = await stderr
     assert returncode == 0, log
     assert "Traceback" not in log
     assert not (tmp_path / ".selftune").exists()
@@ -99,8 +103,11 @@ async def test_dev_busy_port_exits_with_one_line(cli: Cli) -> None:
     assert "choose another --port" in error_line(result)
 
 
-async def start_dev(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
+@contextlib.asynccontextmanager
+async def start_dev(env: dict[str, str], cwd: Path) -> AsyncIterator[DevProcess]:
+    """Run `selftune-events dev` in `cwd`; kill it if the test fails, and add
+    what it logged to the failure."""
+    process = await asyncio.create_subprocess_exec(
         COMMAND,
         "dev",
         "--port",
@@ -112,6 +119,15 @@ async def start_dev(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Proces
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    stderr = asyncio.create_task(read_all(process.stderr))
+    try:
+        yield DevProcess(process, stderr)
+    except BaseException as exc:
+        await kill_if_running(process)
+        exc.add_note("dev's stderr:\n" + await stderr)
+        raise
+    finally:
+        await kill_if_running(process)
 
 
 async def read_ready(process: asyncio.subprocess.Process) -> Ready:
@@ -141,11 +157,6 @@ async def read_stream_types(ready: Ready) -> list[str]:
             if line.startswith("event: "):
                 types.append(line.removeprefix("event: "))
     return types
-
-
-async def wait_for_exit(process: asyncio.subprocess.Process) -> int:
-    async with asyncio.timeout(SHUTDOWN_TIMEOUT_SECONDS):
-        return await process.wait()
 
 
 async def kill_if_running(process: asyncio.subprocess.Process) -> None:
