@@ -117,8 +117,10 @@ async def test_dev_page_without_a_token_says_what_to_do(
     await page.goto(f"{dev_server.base_url}/dev/runs/{run_typeid(uuid.uuid4())}")
     error = page.locator("#error")
     await error.wait_for(state="visible", timeout=WAIT_MS)
+    text = await error.text_content()
 
-    assert "#token=" in await error.text_content() or ""
+    assert text is not None
+    assert "#token=" in text
 
 
 async def mint_token(server: LiveServer, key: str, run: str) -> str:
