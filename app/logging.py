@@ -91,6 +91,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
         uvicorn_logger.propagate = True
 
     # Per-statement SQL and per-request client lines at INFO would drown the
-    # service's own lines.
-    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # service's own lines; sse-starlette logs every chunk, payloads included,
+    # at DEBUG, and payloads are customer data; pgserver narrates each step.
+    for name in ("sqlalchemy.engine", "httpx", "sse_starlette", "pgserver"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -16,7 +16,7 @@ from app import metrics
 from app.db import events as event_queries
 from app.db.engine import Database
 from app.errors import ServiceUnavailable
-from app.streaming.sse import EncodedEvent, encode_event
+from app.streaming.sse import EncodedEvent, encode_event, format_run_id
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,10 @@ class RunFeed:
             except ServiceUnavailable:
                 logger.warning(
                     "feed.read_failed",
-                    extra={"run_id": str(self.run_id), "retry_s": retry_seconds},
+                    extra={
+                        "run_id": format_run_id(self.run_id),
+                        "retry_s": retry_seconds,
+                    },
                 )
                 await asyncio.sleep(retry_seconds)
                 retry_seconds = min(retry_seconds * 2, FETCH_RETRY_MAX_SECONDS)

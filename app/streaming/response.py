@@ -17,6 +17,7 @@ from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import AppStatus, EventSourceResponse, SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
+from app.streaming.sse import format_run_id
 from app.streaming.stream import RunStream
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class RunEventsResponse(EventSourceResponse):
             logger.warning(
                 "stream.send_timed_out",
                 extra={
-                    "run_id": str(self.stream.run_id),
+                    "run_id": format_run_id(self.stream.run_id),
                     "last_seq": self.stream.last_sent,
                 },
             )

@@ -20,7 +20,13 @@ from app.db import events as event_queries
 from app.db.engine import Database
 from app.errors import ServiceUnavailable
 from app.streaming.feeds import RunFeeds, Subscription
-from app.streaming.sse import EncodedEvent, encode_event, encode_retry
+from app.streaming.sse import (
+    EncodedEvent,
+    encode_event,
+    encode_retry,
+    format_org_id,
+    format_run_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +87,8 @@ class RunStream:
         logger.info(
             "stream.opened",
             extra={
-                "run_id": str(self.run_id),
-                "org_id": str(self.org_id),
+                "run_id": format_run_id(self.run_id),
+                "org_id": format_org_id(self.org_id),
                 "cursor_seq": self.cursor_seq,
             },
         )
@@ -198,8 +204,8 @@ class RunStream:
         logger.info(
             "stream.closed",
             extra={
-                "run_id": str(self.run_id),
-                "org_id": str(self.org_id),
+                "run_id": format_run_id(self.run_id),
+                "org_id": format_org_id(self.org_id),
                 "reason": self.close_reason,
                 "events_sent": self.events_sent,
                 "last_seq": self.last_sent,

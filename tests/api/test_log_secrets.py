@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import httpx
-import pytest
 from sqlalchemy.engine import make_url
 
 from app.db import events as event_queries
@@ -127,13 +126,6 @@ async def test_serve_logs_no_key_token_or_password_at_debug(
     assert leaks == []
 
 
-@pytest.mark.xfail(
-    reason="sse_starlette logs every chunk, payload included, at DEBUG "
-    "('sse_starlette.sse: chunk: b\\'id: ...'); app/logging.py leaves that "
-    "logger at the root level",
-    raises=AssertionError,
-    strict=True,
-)
 async def test_serve_logs_no_payload_at_debug(
     own_database: Callable[[], Awaitable[str]],
 ) -> None:
