@@ -11,6 +11,7 @@ import asyncpg
 import typer
 import uvicorn
 from sqlalchemy.exc import DBAPIError
+from uvicorn.supervisors import Multiprocess
 
 from app.cli.execution import run_command
 from app.config import Settings
@@ -62,17 +63,24 @@ def serve(
     if workers > 1:
         share_metrics_between_workers()
 
-    # The factory reads the environment again in each worker process; the
-    # workers share our socket, with the dead-peer options set on it.
-    uvicorn.run(
+    # The factory reads the environment again in each worker process.
+    config = uvicorn.Config(
         "app.main:create_app_from_environment",
         factory=True,
-        fd=listening.fileno(),
         workers=workers,
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         log_config=None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
+    # Our socket object, not its fd: uvicorn closes the sockets it is handed
+    # as soon as shutdown starts, so a client arriving during the drain is
+    # refused and goes to another instance. (With several workers the
+    # supervisor keeps its copy open to respawn workers, so the port refuses
+    # only once the supervisor exits.)
+    if workers > 1:
+        Multiprocess(config, sockets=[listening]).run()
+    else:
+        uvicorn.Server(config).run(sockets=[listening])
 
 
 def share_metrics_between_workers() -> None:

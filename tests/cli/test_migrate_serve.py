@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 from sqlalchemy.engine import make_url
 
+from app.cli import server as server_commands
 from app.db.engine import to_asyncpg_dsn
 from tests.cli.conftest import Cli, error_line
 from tests.fixtures.server import find_free_port
@@ -102,34 +103,47 @@ async def test_serve_busy_port_exits_with_one_line(cli: Cli) -> None:
     assert f"127.0.0.1:{port}" in error_line(result)
 
 
-async def test_serve_hands_the_factory_to_uvicorn(
+async def test_serve_hands_the_factory_and_its_socket_to_uvicorn(
     cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[tuple[Any, dict[str, Any]]] = []
+    calls: list[dict[str, Any]] = []
 
-    def record(app: Any, **options: Any) -> None:
-        # The socket closes when serve returns: read it while it is open.
-        listening = socket.socket(fileno=os.dup(options["fd"]))
-        options["bound_port"] = listening.getsockname()[1]
-        options["user_timeout_ms"] = listening.getsockopt(
-            socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT
-        )
-        listening.close()
-        calls.append((app, options))
+    class RecordingSupervisor:
+        """Stands in for uvicorn's, which installs signal handlers and so
+        only runs in a main thread."""
 
-    monkeypatch.setattr(uvicorn, "run", record)
+        def __init__(
+            self, config: uvicorn.Config, sockets: list[socket.socket]
+        ) -> None:
+            self.config, self.sockets = config, sockets
+
+        def run(self) -> None:
+            # The socket closes when serve returns: read it while it is open.
+            [listening] = self.sockets
+            calls.append(
+                {
+                    "config": self.config,
+                    "bound_port": listening.getsockname()[1],
+                    "user_timeout_ms": listening.getsockopt(
+                        socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT
+                    ),
+                }
+            )
+
+    monkeypatch.setattr(server_commands, "Multiprocess", RecordingSupervisor)
     port = find_free_port()
 
     result = await cli.run("serve", "--port", str(port), "--workers", "3")
 
     assert result.exit_code == 0, result.stderr
-    [(target, options)] = calls
-    assert target == "app.main:create_app_from_environment"
-    assert options["factory"] is True
-    assert (options["bound_port"], options["workers"]) == (port, 3)
-    assert options["user_timeout_ms"] == 30_000
-    assert options["log_config"] is None
-    assert options["timeout_graceful_shutdown"] >= 5
+    [call] = calls
+    config = call["config"]
+    assert config.app == "app.main:create_app_from_environment"
+    assert config.factory is True
+    assert (call["bound_port"], config.workers) == (port, 3)
+    assert call["user_timeout_ms"] == 30_000
+    assert config.log_config is None
+    assert config.timeout_graceful_shutdown >= 5
 
 
 async def test_serve_answers_then_stops_on_sigterm(migrated_database_url: str) -> None:

@@ -7,8 +7,6 @@ import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-import pytest
-
 from tests.fixtures.server import run_serve_process
 
 SHUTDOWN_SEEN_SECONDS = 10.0
@@ -44,13 +42,6 @@ def try_new_connection(host: str, port: int) -> str:
     return "answered" if answer.startswith(b"HTTP/") else "accepted, then closed"
 
 
-@pytest.mark.xfail(
-    reason="serve binds its own listening socket and hands uvicorn a dup "
-    "(uvicorn.run(fd=...) calls socket.fromfd); uvicorn closes only the dup "
-    "at shutdown, so the port keeps accepting into a backlog nobody reads "
-    "until the process exits",
-    strict=True,
-)
 async def test_serve_refuses_new_connections_once_shutting_down(
     own_database: Callable[[], Awaitable[str]],
 ) -> None:
@@ -58,7 +49,7 @@ async def test_serve_refuses_new_connections_once_shutting_down(
     once, so that it (or a proxy) goes to another instance, rather than be
     accepted by the kernel and left hanging until the process exits.
 
-    Broke when serve started passing a pre-bound socket to uvicorn: a
+    Broke when serve started passing a pre-bound socket's fd to uvicorn: a
     connection made during the drain got no answer, then a reset at exit."""
     database_url = await own_database()
 
