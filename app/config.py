@@ -15,11 +15,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
 
     database_url: str | None = None
-    heartbeat_seconds: float = Field(default=15.0, gt=0, le=3600)
+    heartbeat_seconds: float = Field(default=15.0, gt=0, le=3600, allow_inf_nan=False)
     retry_ms: int = Field(default=3000, ge=0, le=3_600_000)
     replay_page_size: int = Field(default=500, ge=1, le=50_000)
     database_pool_size: int = Field(default=10, ge=1, le=500)
-    database_connect_timeout: float = Field(default=30.0, ge=0, le=3600)
+    database_connect_timeout: float = Field(
+        default=30.0, ge=0, le=3600, allow_inf_nan=False
+    )
     log_level: LogLevel = "info"
     log_format: LogFormat = "text"
     # Browser origins allowed to call the API (CORS), comma-separated;
@@ -29,8 +31,8 @@ class Settings(BaseSettings):
     dev_pages: bool = False
 
     # Not in SPEC's table; operators rarely need them, tests do.
-    send_timeout_seconds: float = Field(default=30.0, gt=0)
-    listener_check_seconds: float = Field(default=5.0, gt=0)
+    send_timeout_seconds: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    listener_check_seconds: float = Field(default=5.0, gt=0, allow_inf_nan=False)
     stream_buffer_events: int = Field(default=2000, ge=1)
     max_streams_per_org: int = Field(default=1000, ge=1)
 

@@ -67,6 +67,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class IncompleteResponseIsWarning(logging.Filter):
+    """uvicorn logs a response the app did not finish as an ERROR. Here that
+    only happens when a stream drops a client whose sends timed out, which
+    the stream has already logged as a warning; it is not a fault."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(INCOMPLETE_RESPONSE):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+INCOMPLETE_RESPONSE = "ASGI callable returned without completing response"
+
+
 def format_value(value: object) -> str:
     text = str(value)
     if text == "" or any(char.isspace() or char in '"=' for char in text):
@@ -89,6 +103,11 @@ def configure_logging(level: str, log_format: str = "text") -> None:
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers[:] = []
         uvicorn_logger.propagate = True
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    if not any(
+        isinstance(f, IncompleteResponseIsWarning) for f in uvicorn_errors.filters
+    ):
+        uvicorn_errors.addFilter(IncompleteResponseIsWarning())
 
     # Per-statement SQL and per-request client lines at INFO would drown the
     # service's own lines; sse-starlette logs every chunk, payloads included,

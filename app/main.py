@@ -13,6 +13,7 @@ from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
 from app.config import Settings, load_settings
 from app.db.engine import Database, create_engine, to_asyncpg_dsn
+from app.db.migrate import check_schema_is_current
 from app.errors import ServiceUnavailable
 from app.logging import configure_logging
 from app.streaming.admission import StreamSlots
@@ -45,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = services
 
         try:
+            async with database.connection() as conn:
+                await check_schema_is_current(conn)
             if not await listener.wait_connected(settings.database_connect_timeout):
                 timeout = settings.database_connect_timeout
                 raise ServiceUnavailable(

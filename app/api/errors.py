@@ -1,6 +1,9 @@
 """AppError -> JSON response, in one table."""
 
+import logging
+
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -17,6 +20,8 @@ from app.errors import (
     ServiceUnavailable,
     TooManyStreams,
 )
+
+logger = logging.getLogger(__name__)
 
 # error class -> (status, machine-readable code)
 ERROR_RESPONSES: dict[type[AppError], tuple[int, str]] = {
@@ -80,6 +85,33 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def handle_invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+    """A request body that does not validate, in the same shape as every error."""
+    if not isinstance(exc, RequestValidationError):  # pragma: no cover
+        raise exc
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+        for error in exc.errors()
+    )
+    metrics.REQUESTS_REJECTED.labels("422").inc()
+    return JSONResponse(
+        {"detail": problems, "code": "invalid_request"}, status_code=422
+    )
+
+
+async def handle_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    # The top of a request: anything not mapped above is a bug of ours; log
+    # it with its traceback and answer in the same JSON shape, never a page.
+    logger.exception("request.failed", extra={"error": type(exc).__name__})
+    metrics.REQUESTS_REJECTED.labels("500").inc()
+    return JSONResponse(
+        {"detail": "internal error; it has been logged", "code": "internal_error"},
+        status_code=500,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, handle_app_error)
+    app.add_exception_handler(RequestValidationError, handle_invalid_request)
+    app.add_exception_handler(Exception, handle_unexpected)
     app.add_exception_handler(StarletteHTTPException, handle_http_error)

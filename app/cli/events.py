@@ -6,7 +6,6 @@ from typing import Annotated, Any
 import typer
 
 from app.cli.arguments import (
-    JsonObject,
     RunArgument,
     parse_event_argument,
     parse_payload_argument,
@@ -44,7 +43,7 @@ def emit(
         str | None, typer.Option(help="Required by proposal_created.")
     ] = None,
     payload: Annotated[
-        JsonObject | None,
+        str | None,
         typer.Option(
             parser=parse_payload_argument,
             metavar="JSON",
@@ -109,7 +108,7 @@ async def publish(
     phase: str | None,
     candidate_id: str | None,
     proposal_id: str | None,
-    payload: JsonObject | None,
+    payload: str | None,
     event_id: uuid.UUID | None,
 ) -> uuid.UUID:
     async with connect(settings) as conn:

@@ -13,10 +13,10 @@ import uvicorn
 from sqlalchemy.exc import DBAPIError
 from uvicorn.supervisors import Multiprocess
 
-from app.cli.execution import run_command
+from app.cli.execution import connect, run_command
 from app.config import Settings
 from app.db.engine import QUERY_APPLICATION_NAME, create_engine, to_asyncpg_dsn
-from app.db.migrate import upgrade_to_head
+from app.db.migrate import check_schema_is_current, upgrade_to_head
 from app.errors import ConfigError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -121,6 +121,8 @@ async def prepare_to_serve(settings: Settings, host: str, port: int) -> socket.s
         host, port, dead_peer_seconds=settings.send_timeout_seconds
     )
     await wait_for_database(database_url, settings.database_connect_timeout)
+    async with connect(settings) as conn:
+        await check_schema_is_current(conn)
     logger.info("serve.listening", extra={"host": host, "port": port})
     return listening
 

@@ -25,20 +25,26 @@ logger = logging.getLogger(__name__)
 FETCH_RETRY_FIRST_SECONDS = 0.2
 FETCH_RETRY_MAX_SECONDS = 5.0
 
+# Frames are shared, so this mostly bounds what a lagging stream keeps alive
+# after the others have sent it: with large payloads a count alone could pin
+# hundreds of megabytes.
+MAX_BUFFERED_BYTES = 4 * 1024 * 1024
+
 
 class Subscription:
     """One stream's place in its run's feed: a bounded buffer and a wake-up.
 
     The buffer holds references to shared frames. When it would exceed
-    `max_events`, it is dropped and `overflowed` is set: the stream then
-    catches up from the database instead of the server queueing without
-    limit for a client that reads slowly.
+    `max_events`, or MAX_BUFFERED_BYTES of frames, it is dropped and
+    `overflowed` is set: the stream then catches up from the database instead
+    of the server queueing without limit for a client that reads slowly.
     """
 
     def __init__(self, feed: "RunFeed", max_events: int) -> None:
         self.feed = feed
         self.max_events = max_events
         self.pending: collections.deque[EncodedEvent] = collections.deque()
+        self.pending_bytes = 0
         self.overflowed = False
         self.wakeup = asyncio.Event()
         # The last sequence the stream has written, or None while it replays;
@@ -48,17 +54,24 @@ class Subscription:
     def deliver(self, events: list[EncodedEvent]) -> None:
         if self.overflowed:
             return
-        if len(self.pending) + len(events) > self.max_events:
+        added_bytes = sum(len(event.frame) for event in events)
+        if (
+            len(self.pending) + len(events) > self.max_events
+            or self.pending_bytes + added_bytes > MAX_BUFFERED_BYTES
+        ):
             self.pending.clear()
+            self.pending_bytes = 0
             self.overflowed = True
         else:
             self.pending.extend(events)
+            self.pending_bytes += added_bytes
         self.wakeup.set()
 
     def take(self) -> list[EncodedEvent]:
         """Everything buffered so far, oldest first; empties the buffer."""
         events = list(self.pending)
         self.pending.clear()
+        self.pending_bytes = 0
         self.wakeup.clear()
         return events
 

@@ -8,12 +8,13 @@ Departures from the stock response, each deliberate:
 2. A send timeout ends the stream quietly with a warning rather than an
    ASGI error: the client was too slow or is gone, and it resumes from its
    last id.
-3. Heartbeats are the bare comment `: ping`, without a timestamp.
+3. The stream sends its own heartbeat, the bare comment `: ping`, only
+   after HEARTBEAT_SECONDS without an event (stream.py); sse-starlette's
+   ping task, which ticks on a fixed clock whatever is sent, is off.
 """
 
 import logging
 
-from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import AppStatus, EventSourceResponse, SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
@@ -23,24 +24,19 @@ from app.streaming.stream import RunStream
 logger = logging.getLogger(__name__)
 
 
-def make_ping() -> ServerSentEvent:
-    return ServerSentEvent(comment="ping", sep="\n")
-
-
 class RunEventsResponse(EventSourceResponse):
     def __init__(
         self,
         stream: RunStream,
         *,
-        heartbeat_seconds: float,
         send_timeout_seconds: float,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(
             stream.frames(),
             headers=headers,
-            ping=heartbeat_seconds,
-            ping_message_factory=make_ping,
+            # Departure 3.
+            ping=0,
             sep="\n",
             send_timeout=send_timeout_seconds,
         )

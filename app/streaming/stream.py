@@ -8,11 +8,12 @@ an overflowed buffer) is filled from the database. docs/ARCHITECTURE.md tells
 the hand-over in full.
 """
 
+import asyncio
 import datetime
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 from app import metrics
@@ -21,6 +22,7 @@ from app.db.engine import Database
 from app.errors import ServiceUnavailable
 from app.streaming.feeds import RunFeeds, Subscription
 from app.streaming.sse import (
+    PING_FRAME,
     EncodedEvent,
     encode_event,
     encode_retry,
@@ -31,11 +33,32 @@ from app.streaming.sse import (
 logger = logging.getLogger(__name__)
 
 
+# Frames are joined into sends of about this size: several per send keeps the
+# per-event cost low, and a bound keeps what one slow socket can park in the
+# server's transport buffer small. A single larger frame goes alone.
+MAX_CHUNK_BYTES = 64 * 1024
+
+
 @dataclass(frozen=True)
 class StreamOptions:
     retry_ms: int
     replay_page_size: int
     max_buffered_events: int
+    heartbeat_seconds: float
+
+
+def group_frames(frames: list[bytes]) -> Iterator[bytes]:
+    """Join frames, in order, into chunks of at most MAX_CHUNK_BYTES."""
+    group: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if group and size + len(frame) > MAX_CHUNK_BYTES:
+            yield b"".join(group)
+            group, size = [], 0
+        group.append(frame)
+        size += len(frame)
+    if group:
+        yield b"".join(group)
 
 
 class RunStream:
@@ -109,7 +132,15 @@ class RunStream:
         subscription.live_position = self.last_sent
 
         while True:
-            await subscription.wakeup.wait()
+            try:
+                async with asyncio.timeout(self.options.heartbeat_seconds):
+                    await subscription.wakeup.wait()
+            except TimeoutError:
+                # SPEC: a comment only while no event is due, so the clock
+                # restarts with every wake-up rather than ticking regardless.
+                yield PING_FRAME
+                continue
+
             if subscription.overflowed:
                 # This client fell behind the feed: its buffer was dropped,
                 # and the database has everything it missed.
@@ -118,8 +149,8 @@ class RunStream:
                 async for chunk in self.read_database():
                     yield chunk
             else:
-                chunk, has_gap = self.take_in_order(subscription.take())
-                if chunk:
+                frames, has_gap = self.take_in_order(subscription.take())
+                for chunk in group_frames(frames):
                     yield chunk
                 if has_gap and not self.has_ended:
                     async for chunk in self.read_database():
@@ -129,7 +160,7 @@ class RunStream:
             if self.has_ended:
                 return
 
-    def take_in_order(self, events: list[EncodedEvent]) -> tuple[bytes, bool]:
+    def take_in_order(self, events: list[EncodedEvent]) -> tuple[list[bytes], bool]:
         """The frames that continue the stream, and whether one was missing."""
         frames: list[bytes] = []
         has_gap = False
@@ -150,7 +181,7 @@ class RunStream:
                 break
         if frames:
             metrics.EVENTS_SENT.labels("live").inc(len(frames))
-        return b"".join(frames), has_gap
+        return frames, has_gap
 
     async def read_database(self) -> AsyncIterator[bytes]:
         """Page through the run's events after `last_sent` until there are none.
@@ -176,7 +207,8 @@ class RunStream:
                     break
             if frames:
                 metrics.EVENTS_SENT.labels("replay").inc(len(frames))
-                yield b"".join(frames)
+            for chunk in group_frames(frames):
+                yield chunk
 
             if len(rows) < page_size and self.feeds.resync_count == resyncs_before:
                 return

@@ -173,3 +173,22 @@ async def test_emit_malformed_id_is_a_usage_error(
     )
 
     assert "--id" in usage_error(result)
+
+
+async def test_emit_payload_numbers_keep_every_digit(
+    cli: Cli, db: asyncpg.Connection, make_tenant: MakeTenant, make_run: MakeRun
+) -> None:
+    """`--payload '{"big":123456789012345678901234567890}'` was stored as
+    1.2345678901234568e+29: the CLI parsed it to Python floats first."""
+    run_id = await make_run(await make_tenant())
+    text = '{"n": 1.000000000000000000001, "big": 123456789012345678901234567890}'
+
+    result = await cli.run(
+        "emit", str(run_id), "phase_changed", "--phase", "x", "--payload", text
+    )
+
+    stored = await db.fetchval(
+        "SELECT payload::text FROM run_events WHERE id = $1",
+        parse_event_id(single_line(result)),
+    )
+    assert stored == text

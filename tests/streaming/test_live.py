@@ -321,3 +321,32 @@ async def test_live_sessions_stay_within_the_pool_plus_one_listener(
     counts = {row["application_name"]: row["n"] for row in sessions}
     assert counts.get("selftune-events-listener") == 1
     assert counts.get("selftune-events", 0) <= 3
+
+
+async def test_live_no_ping_while_events_keep_coming(
+    tight_server: LiveServer,
+    make_tenant: MakeTenant,
+    make_run: MakeRun,
+    publish: Publish,
+) -> None:
+    """Heartbeats fill silence only: events closer together than the
+    heartbeat (0.3 s here) leave no room for a `: ping` between them."""
+    tenant = await make_tenant()
+    run_id = await make_run(tenant)
+    comments: list[str] = []
+
+    async with open_stream(
+        tight_server.events_url(run_typeid(run_id)), tenant.key
+    ) as reader:
+        await reader.next_frame()
+        for index in range(8):
+            await publish(run_id, "phase_changed", phase=f"p{index}")
+            frame = await reader.next_frame()
+            assert frame is not None
+            comments += frame.comments
+            await asyncio.sleep(0.1)
+        await publish(run_id, "run_cancelled")
+        rest = await reader.read_to_end()
+
+    assert comments == []
+    assert [event["type"] for event in rest] == ["run_cancelled"]
