@@ -27,7 +27,7 @@ from bench.stats import summarise_latencies
 logger = logging.getLogger(__name__)
 
 SETTLE_SECONDS = 1.2
-IDLE_SECONDS = 3.0
+IDLE_SECONDS = 2.0
 # Sockets one load client may hold at once, under the hard limit of 20,000
 # open files here (with room for pipes, the proxy and the database).
 CLIENT_SOCKET_BUDGET = 18_000
@@ -95,8 +95,8 @@ async def measure_fanout(bench: Bench) -> list[JsonObject]:
                     f"needs {streams} PostgreSQL connections; the shared server "
                     f"leaves room for {lpc_cap}"
                 )
-            if system == POLLING and streams > plan.polling_max_streams:
-                skip = f"not run past {plan.polling_max_streams} streams"
+            if system == POLLING and streams not in plan.polling_streams:
+                continue
             if skip is None:
                 runnable.append(system)
             else:
@@ -117,26 +117,30 @@ class Point:
     search: RateSearch | None = None
 
 
-async def open_point(
-    bench: Bench, system: str, streams: int, floor: FloorListener | None
+async def start_point(
+    bench: Bench,
+    system: str,
+    streams: int,
+    floor: FloorListener | None,
+    run_ids: list[uuid.UUID],
 ) -> Point:
-    run_ids = (
-        await bench.require_database().create_runs(1)
-        if system in DATABASE_SYSTEMS
-        else [uuid.uuid4()]
-    )
     server = await bench.start(system, through_wire=True)
     publisher = await bench.publisher(system, server, run_ids)
     target = Target(bench, server, publisher, streams, floor)
-    point = Point(target, {"system": system, "streams": streams}, server.rss_bytes())
+    result = {"system": system, "streams": streams, "run_id": str(run_ids[0])}
+    return Point(target, result, server.rss_bytes())
+
+
+async def open_streams(bench: Bench, point: Point) -> None:
+    system = point.target.server.system
+    streams = point.target.streams_per_run
     opened = await bench.client.open(
-        server.port,
-        [(bench.stream_path(system, run_ids[0]), streams)],
+        point.target.server.port,
+        [(bench.stream_path(system, uuid.UUID(point.result["run_id"])), streams)],
         bench.stream_headers(system),
     )
     point.result["open"] = opened
     point.result["open_per_s"] = round(streams / max(opened["seconds"], 1e-3), 1)
-    return point
 
 
 async def measure_idle_cpu(points: list[Point]) -> None:
@@ -164,21 +168,39 @@ async def measure_batch(
     )
     points: list[Point] = []
     try:
-        for system in systems:
-            points.append(
-                await open_point(
+        run_ids = {
+            system: await bench.require_database().create_runs(1)
+            if system in DATABASE_SYSTEMS
+            else [uuid.uuid4()]
+            for system in systems
+        }
+        # Servers start side by side (their start-up is mostly imports).
+        started = await asyncio.gather(
+            *(
+                start_point(
                     bench,
                     system,
                     streams,
                     floor if system in DATABASE_SYSTEMS else None,
+                    run_ids[system],
                 )
-            )
+                for system in systems
+            ),
+            return_exceptions=True,
+        )
+        points = [p for p in started if isinstance(p, Point)]
+        failures = [p for p in started if isinstance(p, BaseException)]
+        if failures:
+            raise failures[0]
+        for point in points:
+            await open_streams(bench, point)
         await asyncio.sleep(SETTLE_SECONDS)
         for point in points:
             point.result["rss_open_mb"] = round(
                 point.target.server.rss_bytes() / 2**20, 1
             )
             point.result["phases"] = []
+        await measure_idle_cpu(points)
 
         for rate in plan.fanout_rates:
             for point in points:

@@ -25,7 +25,7 @@ async def measure_many_runs(bench: Bench) -> list[JsonObject]:
     rate = plan.many_runs * plan.many_runs_rate_per_run
     results = []
     for system in SYSTEMS:
-        if system == POLLING and plan.many_runs_streams > plan.polling_max_streams:
+        if system == POLLING and plan.many_runs_streams > max(plan.polling_streams):
             continue
         logger.info("bench.many_runs", extra={"system": system})
         run_ids = (

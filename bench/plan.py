@@ -17,7 +17,7 @@ class Plan:
     # The peers that cost a connection or a query per stream stop here;
     # listen-per-client is further capped by the server's max_connections.
     listen_per_client_max_streams: int
-    polling_max_streams: int
+    polling_streams: tuple[int, ...]
     # Many runs: streams spread over runs, a writer on every run.
     many_runs: int
     many_runs_streams: int
@@ -47,28 +47,28 @@ QUICK = Plan(
     mode="quick",
     fanout_streams=(10, 200, 1000),
     fanout_rates=(10.0, 1.0),
-    phase_seconds=3.0,
+    phase_seconds=2.0,
     ramp_streams=(1000,),
-    ramp_step_seconds=1.5,
-    ramp_max_steps=6,
+    ramp_step_seconds=1.0,
+    ramp_max_steps=4,
     listen_per_client_max_streams=40,
-    polling_max_streams=1000,
+    polling_streams=(10, 1000),
     many_runs=20,
     many_runs_streams=200,
     many_runs_rate_per_run=2.0,
-    replay_events=20_000,
+    replay_events=10_000,
     replay_clients=10,
     writes_seconds=1.0,
-    writes_rounds=3,
+    writes_rounds=1,
     writes_streams=200,
     frozen_streams=200,
     frozen_rate=10.0,
     frozen_pad_bytes=8000,
-    frozen_seconds=5.0,
-    frozen_send_timeout_seconds=3.0,
+    frozen_seconds=3.0,
+    frozen_send_timeout_seconds=2.0,
     floor_events=40,
     profile_streams=1000,
-    profile_rate=10.0,
+    profile_rate=5.0,
     profile_seconds=20.0,
 )
 
@@ -76,18 +76,18 @@ FULL = Plan(
     mode="full",
     fanout_streams=(10, 1000, 5000, 10000),
     fanout_rates=(10.0, 1.0),
-    phase_seconds=10.0,
+    phase_seconds=6.0,
     ramp_streams=(1000, 5000, 10000),
-    ramp_step_seconds=3.0,
-    ramp_max_steps=8,
+    ramp_step_seconds=2.5,
+    ramp_max_steps=7,
     listen_per_client_max_streams=40,
-    polling_max_streams=10000,
+    polling_streams=(10, 1000, 5000, 10000),
     many_runs=100,
     many_runs_streams=1000,
     many_runs_rate_per_run=1.0,
     replay_events=100_000,
     replay_clients=10,
-    writes_seconds=3.0,
+    writes_seconds=2.0,
     writes_rounds=3,
     writes_streams=1000,
     frozen_streams=1000,
@@ -97,6 +97,6 @@ FULL = Plan(
     frozen_send_timeout_seconds=10.0,
     floor_events=200,
     profile_streams=1000,
-    profile_rate=10.0,
+    profile_rate=5.0,
     profile_seconds=30.0,
 )

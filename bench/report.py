@@ -51,18 +51,33 @@ def fanout_table(fanout: list[JsonObject]) -> list[str]:
         ten, one = phase_at(point, 10.0), phase_at(point, 1.0)
         lat = ten.get("latency_ms", {})
         top = point.get("max", {})
+        best = ""
+        if top.get("rate"):
+            coalesced = next(
+                (
+                    s.get("events_per_write")
+                    for s in top["steps"]
+                    if s["rate"] == top["rate"]
+                ),
+                None,
+            )
+            best = (
+                f"{fmt(top.get('deliveries_per_s'))} @ {fmt(top['rate'])}/s"
+                f" ({fmt(coalesced)} events/write)"
+            )
+        elif top:
+            best = "none sustained"
         rows.append(
             [
                 point["system"],
                 fmt(point["streams"]),
                 " / ".join(fmt(lat.get(k)) for k in ("p50", "p99", "max")),
                 fmt(one.get("latency_ms", {}).get("p99")),
-                fmt(ten.get("deliveries_per_s")),
-                fmt(top.get("deliveries_per_s"))
-                + (f" @ {fmt(top.get('rate'))}/s" if top.get("rate") else ""),
-                fmt(ten.get("server_cpu")),
+                fmt(ten.get("cpu_us_per_delivery")),
+                best or "–",
                 fmt(point.get("rss_end_mb")),
                 fmt(point.get("rss_per_stream_kb")),
+                fmt(point.get("idle_cpu")),
                 fmt(point.get("open_per_s")),
             ]
         )
@@ -72,11 +87,11 @@ def fanout_table(fanout: list[JsonObject]) -> list[str]:
             "streams",
             "10/s latency p50 / p99 / max ms",
             "1/s p99 ms",
-            "10/s deliveries/s",
+            "CPU µs per delivery at 10/s",
             "max sustained deliveries/s",
-            "10/s server CPU",
             "RSS MiB",
             "RSS/stream KiB",
+            "idle CPU",
             "opens/s",
         ],
         rows,
@@ -215,6 +230,44 @@ def frozen_lines(frozen: JsonObject) -> list[str]:
     )
 
 
+def notify_lines(notify: JsonObject) -> list[str]:
+    lines = table(
+        ["writers", "INSERT/s", "INSERT + NOTIFY/s", "NOTIFY share"],
+        [
+            [
+                fmt(r["writers"]),
+                fmt(r["plain_per_s"]),
+                fmt(r["notify_per_s"]),
+                fmt(r["notify_share"]),
+            ]
+            for r in notify["writers"]
+        ],
+    )
+    rows = []
+    for r in notify["listeners"]:
+        if "skipped" in r:
+            rows.append([fmt(r["listeners"]), "skipped: " + r["skipped"], "", ""])
+            continue
+        lat = r["latency_ms"]
+        rows.append(
+            [
+                fmt(r["listeners"]),
+                fmt(r["notify_per_s"]),
+                fmt(r["received_per_s_per_listener"]),
+                " / ".join(fmt(lat.get(k)) for k in ("p50", "p99", "max")),
+            ]
+        )
+    return lines + table(
+        [
+            "listening sessions",
+            "INSERT + NOTIFY/s (4 writers)",
+            "received/s per session",
+            "commit to notification p50 / p99 / max ms",
+        ],
+        rows,
+    )
+
+
 def profile_lines(profiles: list[JsonObject]) -> list[str]:
     lines: list[str] = []
     for profile in profiles:
@@ -295,6 +348,7 @@ def render_markdown(results: JsonObject) -> str:
         ("replay", "Replay", replay_table),
         ("writes", "Writes", writes_table),
         ("frozen", "A frozen client", frozen_lines),
+        ("notify", "NOTIFY throughput and listening sessions", notify_lines),
         ("profiles", "Profiles (py-spy)", profile_lines),
     ]
     for key, title, render in sections:

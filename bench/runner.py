@@ -28,6 +28,7 @@ from bench.fanout import measure_fanout, measure_floor, summarise_database_cost
 from bench.frozen import measure_frozen
 from bench.load import LoadClient
 from bench.many_runs import measure_many_runs
+from bench.notify import measure_notify
 from bench.phases import Bench, JsonObject
 from bench.plan import FULL, QUICK
 from bench.profile import measure_profiles
@@ -52,6 +53,7 @@ SCENARIOS: dict[str, Scenario] = {
     "replay": measure_replay,
     "writes": measure_writes,
     "frozen": measure_frozen,
+    "notify": measure_notify,
 }
 
 

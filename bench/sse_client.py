@@ -42,6 +42,7 @@ class Totals:
     def reset(self) -> None:
         self.events = 0
         self.bytes = 0
+        self.chunks = 0
         self.latencies: list[float] = []
         # Per event (its stamp): latency at the first and the last stream.
         self.first_last: dict[bytes, list[float]] = {}
@@ -124,6 +125,7 @@ class SseStream(asyncio.Protocol):
         if count:
             self.events += count
             totals.events += count
+            totals.chunks += 1
             latencies = totals.latencies
             first_last = totals.first_last
             for stamp in TIMESTAMP.findall(chunk):
@@ -216,6 +218,10 @@ class LoadClient:
         result = {
             "events": totals.events,
             "bytes": totals.bytes,
+            # Events per chunk with events: above 1, the server coalesced.
+            "events_per_write": round(totals.events / totals.chunks, 2)
+            if totals.chunks
+            else None,
             "seconds": round(seconds, 4),
             "latency_ms": summarise_latencies(totals.latencies),
             # How long after the writer the first stream got each event, and

@@ -83,10 +83,10 @@ class Cell:
 async def measure_writes(bench: Bench) -> list[JsonObject]:
     """Every cell several times, in turns, so that noise hits all of them alike.
 
-    A round runs the cells without streams, then opens the streams on the
-    first writer's run (the service is up all along, and holds nothing in
-    between) and runs the cells with streams: `following` writes to the
-    followed run, `idle` writes to runs nobody follows.
+    A round runs the cells without streams, then the cells with streams on
+    the first writer's run (the service is up all along, and holds no
+    streams in between): `following` writes to the followed run, `idle` to
+    runs nobody follows.
     """
     database = bench.require_database()
     plan = bench.plan
@@ -130,14 +130,18 @@ async def measure_writes(bench: Bench) -> list[JsonObject]:
                         plan.writes_seconds,
                     )
                 )
-            await bench.client.open(
-                server.port,
-                [(bench.stream_path(SERVICE, run_ids[0]), streams)],
-                bench.stream_headers(SERVICE),
-            )
-            await asyncio.sleep(1.0)
             for cell in loaded:
-                targets = run_ids if cell.streams.endswith("following") else idle_runs
+                # Fresh runs and streams for every cell: closing the streams
+                # ends whatever fan-out backlog a cell left, and new streams
+                # on a new run have nothing to replay.
+                fresh = await database.create_runs(max(WRITER_COUNTS))
+                await bench.client.open(
+                    server.port,
+                    [(bench.stream_path(SERVICE, fresh[0]), streams)],
+                    bench.stream_headers(SERVICE),
+                )
+                await asyncio.sleep(0.5)
+                targets = fresh if cell.streams.endswith("following") else idle_runs
                 measured[cell].append(
                     await write_flat_out(
                         connections[: cell.writers],
@@ -146,10 +150,8 @@ async def measure_writes(bench: Bench) -> list[JsonObject]:
                         plan.writes_seconds,
                     )
                 )
-                # Let the service finish fanning out before the next cell.
-                await bench.client.wait_quiet(0.3, 30.0)
+                await bench.client.close_all()
                 await bench.client.window()
-            await bench.client.close_all()
     finally:
         await bench.client.close_all()
         await stop_server(server)

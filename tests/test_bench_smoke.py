@@ -29,6 +29,8 @@ PHASE_KEYS = {
     "delivered",
     "delivered_fraction",
     "deliveries_per_s",
+    "events_per_write",
+    "cpu_us_per_delivery",
     "latency_ms",
     "server_cpu",
     "client_cpu",
