@@ -11,8 +11,8 @@ import asyncpg
 
 from app.db.engine import LISTENER_APPLICATION_NAME
 from soak.clients import Client
-from soak.cluster import Instance
 from soak.load import pause
+from tests.fixtures.instance import Instance
 
 MONITOR_APPLICATION_NAME = "selftune-soak-monitor"
 

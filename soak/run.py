@@ -20,10 +20,11 @@ from app.db import orgs as org_queries
 from app.db.engine import to_asyncpg_dsn
 from app.keys import generate_key, hash_key, visible_prefix
 from soak.clients import Client
-from soak.cluster import Instance, soak_database
+from soak.cluster import SERVE_ENVIRONMENT, soak_database
 from soak.faults import MONITOR_APPLICATION_NAME, FaultInjector, Sample, sample_until
 from soak.load import Slot, WriteStats, end_run, rotate_runs, start_run, write_events
 from soak.report import SERVER_LOG_EVENTS, Report, tally_clients
+from tests.fixtures.instance import Instance
 from tests.fixtures.nginx import run_nginx
 
 # After the load stops, clients get this long to reach their runs' ends.
@@ -161,7 +162,9 @@ async def run_soak(options: SoakOptions) -> Report:
         folder = Path(tempfile.mkdtemp(prefix="selftune-soak-"))
         if options.keep_logs:
             typer.echo(f"serve logs in {folder}", err=True)
-        instances = [Instance(name, url, folder) for name in ("a", "b")]
+        instances = [
+            Instance(name, url, folder, SERVE_ENVIRONMENT) for name in ("a", "b")
+        ]
         org_id, key = await create_tenant(admin)
         soak = Soak(
             options,
