@@ -77,6 +77,18 @@ class ScratchDatabase:
             for _ in range(count)
         ]
 
+    async def oldest_transaction_seconds(self) -> float:
+        """Age of the oldest open transaction on the whole server.
+
+        A long one anywhere holds back pruning in every database, which makes
+        each publish walk a longer version chain of its run's row.
+        """
+        age = await self.monitor.fetchval(
+            "SELECT extract(epoch FROM max(now() - xact_start)) FROM pg_stat_activity"
+            " WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid()"
+        )
+        return round(float(age or 0), 1)
+
     async def max_connections(self) -> tuple[int, int]:
         """The server's max_connections and how many sessions it holds now."""
         limit = int(await self.monitor.fetchval("SHOW max_connections"))

@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import datetime
+import json
 import logging
 import os
 import platform
@@ -110,6 +111,32 @@ def describe_checkout() -> tuple[str, bool]:
     return commit, dirty
 
 
+# An open transaction older than this on the server is worth a note.
+OLD_TRANSACTION_SECONDS = 60.0
+
+
+async def describe_environment(bench: Bench) -> JsonObject:
+    """What else the machine and the server were doing as a scenario began."""
+    oldest = await bench.require_database().oldest_transaction_seconds()
+    if oldest > OLD_TRANSACTION_SECONDS:
+        bench.notes.append(
+            f"a transaction elsewhere on the PostgreSQL server had been open "
+            f"{oldest:.0f} s; it holds back pruning, which slows the publish "
+            "trigger's update of each run's row"
+        )
+    return {
+        "load_average": round(os.getloadavg()[0], 2),
+        "oldest_transaction_s": oldest,
+    }
+
+
+def checkpoint(results: JsonObject, results_dir: Path, prefix: str) -> None:
+    """What is measured so far, in case a later scenario fails."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{prefix}.json.tmp"
+    path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+
+
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -175,10 +202,13 @@ async def run_benchmark(args: argparse.Namespace) -> JsonObject:
             "plan": plan.__dict__,
         }
     }
+    results["environment"] = {}
     try:
         for name in selected:
             logger.info("bench.scenario", extra={"scenario": name})
+            results["environment"][name] = await describe_environment(bench)
             results[name] = await SCENARIOS[name](bench)
+            checkpoint(results, args.results_dir, plan.mode)
         if args.profile:
             results["profiles"] = await measure_profiles(bench, args.results_dir)
     finally:
