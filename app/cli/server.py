@@ -201,11 +201,17 @@ def bind_listening_socket(
     return listening
 
 
+KERNEL_TIMEOUT_FACTOR = 1.5
+
+
 def set_dead_peer_options(listening: socket.socket, seconds: float) -> None:
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    # Linux names; elsewhere the keepalive defaults apply.
+    # Linux names; elsewhere the keepalive defaults apply. The kernel limit
+    # is half as long again as the send timeout, so that a client which is
+    # alive but not reading meets the service's own timeout first and ends
+    # as a slow client, and only a vanished one is cut by the kernel.
     linux_options = {
-        "TCP_USER_TIMEOUT": int(seconds * 1000),
+        "TCP_USER_TIMEOUT": int(seconds * KERNEL_TIMEOUT_FACTOR * 1000),
         "TCP_KEEPIDLE": max(int(seconds), 1),
         "TCP_KEEPINTVL": max(int(seconds / 3), 1),
         "TCP_KEEPCNT": 3,

@@ -141,7 +141,7 @@ async def test_serve_hands_the_factory_and_its_socket_to_uvicorn(
     assert config.app == "app.main:create_app_from_environment"
     assert config.factory is True
     assert (call["bound_port"], config.workers) == (port, 3)
-    assert call["user_timeout_ms"] == 30_000
+    assert call["user_timeout_ms"] == 45_000
     assert config.log_config is None
     assert config.timeout_graceful_shutdown >= 5
 
