@@ -120,7 +120,7 @@ def seconds(duration: str) -> float:
 def test_compose_defines_postgres_migrate_and_api() -> None:
     compose = load_compose()
 
-    assert set(compose["services"]) == {"postgres", "migrate", "api"}
+    assert set(compose["services"]) == {"postgres", "migrate", "api", "api2", "proxy"}
     assert compose["volumes"] == {"postgres-data": None}
 
 
@@ -281,3 +281,20 @@ def test_dockerfile_copies_what_dockerignore_lets_through() -> None:
         assert not any(fnmatch(name, pattern) for pattern in ignored), name
     for pattern in ["tests", ".venv", ".git", ".selftune"]:
         assert pattern in ignored
+
+
+def test_compose_proxy_profile_puts_nginx_in_front_of_two_replicas() -> None:
+    services = load_compose()["services"]
+    proxy = services["proxy"]
+    script = " ".join(proxy["command"])
+
+    assert proxy["profiles"] == ["proxy"] == services["api2"]["profiles"]
+    assert "profiles" not in services["api"]
+    assert set(proxy["depends_on"]) == {"api", "api2"}
+    assert "./deploy/nginx.conf:/deploy/nginx.conf:ro" in proxy["volumes"]
+    assert "s/127.0.0.1:8001/api:8000/" in script
+    assert "s/127.0.0.1:8002/api2:8000/" in script
+    assert services["api2"]["command"] == services["api"]["command"]
+    config = (ROOT / "deploy" / "nginx.conf").read_text()
+    assert "127.0.0.1:8001" in config
+    assert "127.0.0.1:8002" in config
