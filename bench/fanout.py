@@ -31,6 +31,10 @@ IDLE_SECONDS = 2.0
 # Sockets one load client may hold at once, under the hard limit of 20,000
 # open files here (with room for pipes, the proxy and the database).
 CLIENT_SOCKET_BUDGET = 18_000
+# Streams the server refused while the others opened are retried, as real
+# clients would after Retry-After.
+OPEN_RETRIES = 3
+OPEN_RETRY_SECONDS = 3.0
 # Connections the benchmark keeps for itself, beyond the systems' own:
 # monitor, writer, floor listener, and room for whoever else uses the server.
 RESERVED_CONNECTIONS = 30
@@ -132,15 +136,28 @@ async def start_point(
 
 
 async def open_streams(bench: Bench, point: Point) -> None:
+    """Open the point's streams; refused ones (503, 429) retry like clients do."""
     system = point.target.server.system
     streams = point.target.streams_per_run
+    path = bench.stream_path(system, uuid.UUID(point.result["run_id"]))
     opened = await bench.client.open(
-        point.target.server.port,
-        [(bench.stream_path(system, uuid.UUID(point.result["run_id"])), streams)],
-        bench.stream_headers(system),
+        point.target.server.port, [(path, streams)], bench.stream_headers(system)
     )
     point.result["open"] = opened
     point.result["open_per_s"] = round(streams / max(opened["seconds"], 1e-3), 1)
+    missing = opened["failed"]
+    retries = []
+    for _ in range(OPEN_RETRIES):
+        if not missing:
+            break
+        await asyncio.sleep(OPEN_RETRY_SECONDS)
+        again = await bench.client.open(
+            point.target.server.port, [(path, missing)], bench.stream_headers(system)
+        )
+        retries.append(again)
+        missing = again["failed"]
+    point.result["open_retries"] = retries
+    point.result["held"] = streams - missing
 
 
 async def measure_idle_cpu(points: list[Point]) -> None:
