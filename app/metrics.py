@@ -35,6 +35,10 @@ EVENTS_SENT = Counter(
     "or handed over by the live feed.",
     ["source"],
 )
+# Children bound once: labels() takes a lock and a dict lookup per call, and
+# these are counted for every chunk written to every stream.
+LIVE_EVENTS_SENT = EVENTS_SENT.labels("live")
+REPLAY_EVENTS_SENT = EVENTS_SENT.labels("replay")
 COMMIT_TO_SEND_SECONDS = Histogram(
     "selftune_commit_to_send_seconds",
     "Time from an event's commit to its hand-over to a live stream's socket.",

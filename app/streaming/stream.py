@@ -180,7 +180,7 @@ class RunStream:
             if event.is_terminal:
                 break
         if frames:
-            metrics.EVENTS_SENT.labels("live").inc(len(frames))
+            metrics.LIVE_EVENTS_SENT.inc(len(frames))
         return frames, has_gap
 
     async def read_database(self) -> AsyncIterator[bytes]:
@@ -206,7 +206,7 @@ class RunStream:
                 if event.is_terminal:
                     break
             if frames:
-                metrics.EVENTS_SENT.labels("replay").inc(len(frames))
+                metrics.REPLAY_EVENTS_SENT.inc(len(frames))
             for chunk in group_frames(frames):
                 yield chunk
 
