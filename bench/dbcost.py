@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from bench.processes import REPO_ROOT
+
 JsonObject = dict[str, Any]
 
 
@@ -40,6 +42,7 @@ class WireCounter:
             "bench.pgwire",
             "--upstream-port",
             str(upstream_port),
+            cwd=REPO_ROOT,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from bench.processes import read_cpu_seconds
+from bench.processes import REPO_ROOT, read_cpu_seconds
 
 JsonObject = dict[str, Any]
 
@@ -29,6 +29,7 @@ class LoadClient:
             sys.executable,
             "-m",
             "bench.sse_client",
+            cwd=REPO_ROOT,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )

@@ -24,6 +24,7 @@ import orjson
 
 from bench.fanout import listen_per_client_cap
 from bench.phases import Bench, JsonObject
+from bench.processes import REPO_ROOT
 from bench.publishers import WRITER_APPLICATION_NAME
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Listeners:
             "-m",
             "bench.listeners",
             dsn,
+            cwd=REPO_ROOT,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )

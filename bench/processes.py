@@ -26,6 +26,8 @@ APPLICATIONS = {
     BARE: frozenset(),
 }
 
+# `python -m bench...` finds the package from here, wherever the caller runs.
+REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
 CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
@@ -135,7 +137,7 @@ async def start_server(
         "MAX_STREAMS_PER_ORG": "1000000",
         **(environment or {}),
     }
-    cwd = None
+    cwd = REPO_ROOT
     if system == SERVICE and service_source is not None:
         env.update(service_environment(service_source))
         cwd = service_source
