@@ -1,6 +1,7 @@
 """The application factory and its lifespan. Nothing runs at import."""
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -21,6 +22,8 @@ from app.streaming.feeds import RunFeeds
 from app.streaming.listener import Listener
 
 logger = logging.getLogger(__name__)
+
+GC_YOUNG_THRESHOLD = 100_000
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -97,4 +100,8 @@ def create_app_from_environment() -> FastAPI:
     """The factory `serve` hands to uvicorn, once in each worker process."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    # Thousands of long-lived streams make CPython's default thresholds run
+    # full collections of 90-280 ms every few seconds that free nothing; they
+    # were the service's p99 in the benchmark (docs/PERFORMANCE.md, finding 1).
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 1000)
     return create_app(settings)
