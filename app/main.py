@@ -20,6 +20,7 @@ from app.logging import configure_logging
 from app.streaming.admission import StreamSlots
 from app.streaming.feeds import RunFeeds
 from app.streaming.listener import Listener
+from app.streaming.supervisor import StreamSupervisor
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         listener.start()
         slots = StreamSlots(settings.max_streams_per_org)
-        services = Services(settings, database, feeds, listener, slots)
+        supervisor = StreamSupervisor(
+            settings.heartbeat_seconds, settings.send_timeout_seconds
+        )
+        supervisor.start()
+        services = Services(settings, database, feeds, listener, slots, supervisor)
         app.state.services = services
 
         try:
@@ -63,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             services.shutting_down = True
+            await supervisor.close()
             await listener.stop()
             await feeds.close()
             await database.dispose()

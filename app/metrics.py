@@ -39,9 +39,10 @@ EVENTS_SENT = Counter(
 # these are counted for every chunk written to every stream.
 LIVE_EVENTS_SENT = EVENTS_SENT.labels("live")
 REPLAY_EVENTS_SENT = EVENTS_SENT.labels("replay")
-COMMIT_TO_SEND_SECONDS = Histogram(
-    "selftune_commit_to_send_seconds",
-    "Time from an event's commit to its hand-over to a live stream's socket.",
+COMMIT_TO_FANOUT_SECONDS = Histogram(
+    "selftune_commit_to_fanout_seconds",
+    "Time from an event's commit until the process's feed hands it to the "
+    "run's live streams; one sample per read.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 LISTENER_CONNECTED = Gauge(

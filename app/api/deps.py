@@ -15,6 +15,7 @@ from app.keys import hash_key
 from app.streaming.admission import StreamSlots
 from app.streaming.feeds import RunFeeds
 from app.streaming.listener import Listener
+from app.streaming.supervisor import StreamSupervisor
 from app.tokens import hash_token, is_read_token
 
 MISSING_KEY = "missing API key: send the header 'Authorization: Bearer <your API key>'"
@@ -40,6 +41,7 @@ class Services:
     feeds: RunFeeds
     listener: Listener
     slots: StreamSlots
+    supervisor: StreamSupervisor
     shutting_down: bool = False
 
 

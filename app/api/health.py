@@ -24,8 +24,11 @@ async def healthz() -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(services: ServicesDep) -> Response:
     """Prometheus exposition of every worker's metrics."""
+    # This process's streams count their events and hand them over once a
+    # tick; a scrape should not lag behind its own process.
+    services.supervisor.flush_metrics()
     body, content_type = render_metrics()
     return Response(body, media_type=content_type)
 

@@ -103,13 +103,12 @@ async def follow_run_events(
             retry_ms=settings.retry_ms,
             replay_page_size=settings.replay_page_size,
             max_buffered_events=settings.stream_buffer_events,
-            heartbeat_seconds=settings.heartbeat_seconds,
         ),
         on_close=lambda: services.slots.release(run.org_id),
     )
     return RunEventsResponse(
         stream,
-        send_timeout_seconds=settings.send_timeout_seconds,
+        supervisor=services.supervisor,
         headers=describe_run_state(run),
     )
 

@@ -8,6 +8,7 @@ still miss nothing is told in docs/ARCHITECTURE.md ("The hand-over").
 
 import asyncio
 import collections
+import datetime
 import logging
 import uuid
 from collections.abc import Callable, Iterable
@@ -47,6 +48,9 @@ class Subscription:
         self.pending_bytes = 0
         self.overflowed = False
         self.wakeup = asyncio.Event()
+        # Set with the wake-up when the stream has been idle for a heartbeat
+        # interval (supervisor.py); sending anything makes it moot.
+        self.heartbeat_due = False
         # The last sequence the stream has written, or None while it replays;
         # the feed reads it after a listener outage (see RunFeed.resync).
         self.live_position: int | None = None
@@ -67,11 +71,16 @@ class Subscription:
             self.pending_bytes += added_bytes
         self.wakeup.set()
 
+    def request_heartbeat(self) -> None:
+        self.heartbeat_due = True
+        self.wakeup.set()
+
     def take(self) -> list[EncodedEvent]:
         """Everything buffered so far, oldest first; empties the buffer."""
         events = list(self.pending)
         self.pending.clear()
         self.pending_bytes = 0
+        self.heartbeat_due = False
         self.wakeup.clear()
         return events
 
@@ -190,6 +199,11 @@ class RunFeed:
         added_bytes = sum(len(event.frame) for event in events)
         for subscription in list(self.subscriptions):
             subscription.deliver(events, added_bytes)
+
+        # One sample per read, not per stream: the oldest event of the batch
+        # waited longest.
+        lag = datetime.datetime.now(datetime.UTC) - events[0].created_at
+        metrics.COMMIT_TO_FANOUT_SECONDS.observe(lag.total_seconds())
 
 
 class RunFeeds:

@@ -1,32 +1,45 @@
-"""sse-starlette's EventSourceResponse, bound to a RunStream it always releases.
+"""sse-starlette's EventSourceResponse, lean on the hot path and bound to a RunStream.
 
-Departures from the stock response, each deliberate:
+The stock response runs four tasks per stream in an anyio task group (the
+writer, a ping clock, a shutdown listener, a disconnect listener) and arms a
+cancel scope around every send. With thousands of streams those are most of
+the cost of a delivery and half the memory of a stream
+(docs/PERFORMANCE.md). This subclass keeps the stock headers, the HEAD
+answer and the behaviour, and departs in how it gets there:
 
-1. The stream is closed when the response ends, however it ends (finished,
-   client gone, send timeout, shutdown), not when its generator happens to
-   be finalised; so subscriptions never outlive their connection.
-2. A send timeout ends the stream quietly with a warning rather than an
+1. The request's own task writes the chunks. One small task per stream
+   waits for `http.disconnect`; the process's StreamSupervisor (one task)
+   sends heartbeats, enforces the send timeout and drains on shutdown, each
+   by waking or cancelling the writer.
+2. The heartbeat is the bare comment `: ping`, sent only after
+   HEARTBEAT_SECONDS without a write (SPEC); sse-starlette's fixed-clock
+   ping is off.
+3. A send timeout ends the stream quietly with a warning rather than an
    ASGI error: the client was too slow or is gone, and it resumes from its
    last id.
-3. The stream sends its own heartbeat, the bare comment `: ping`, only
-   after HEARTBEAT_SECONDS without an event (stream.py); sse-starlette's
-   ping task, which ticks on a fixed clock whatever is sent, is off.
-4. Each send is bounded by asyncio's own timeout rather than an anyio cancel
-   scope: the same SendTimeoutError, at a fraction of the cost, on a path
-   taken for every chunk of every stream (the fan-out profile showed the
-   cancel scope among the top costs per delivery).
+4. The stream is closed when the response ends, however it ends, not when
+   its generator happens to be finalised; so subscriptions never outlive
+   their connection.
 """
 
 import asyncio
 import logging
+import time
 
-from sse_starlette.sse import AppStatus, EventSourceResponse, SendTimeoutError
+from sse_starlette.sse import EventSourceResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from app.streaming.sse import format_run_id
 from app.streaming.stream import RunStream
+from app.streaming.supervisor import StreamSupervisor
 
 logger = logging.getLogger(__name__)
+
+# On shutdown each stream gets this long to send the end of its body, so a
+# client that stopped reading cannot hold up the drain.
+CLOSING_SEND_SECONDS = 1.0
+
+END_OF_BODY: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
 class RunEventsResponse(EventSourceResponse):
@@ -34,38 +47,95 @@ class RunEventsResponse(EventSourceResponse):
         self,
         stream: RunStream,
         *,
-        send_timeout_seconds: float,
+        supervisor: StreamSupervisor,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(
             stream.frames(),
             headers=headers,
-            # Departure 3.
+            # Departure 2.
             ping=0,
             sep="\n",
-            send_timeout=send_timeout_seconds,
+            send_timeout=supervisor.send_timeout_seconds,
         )
         self.stream = stream
+        self.supervisor = supervisor
 
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        # Departure 4.
-        try:
-            async with asyncio.timeout(self.send_timeout):
-                await send(message)
-        except TimeoutError:
-            self._send_interrupted = True
-            raise SendTimeoutError() from None
-        except BaseException:
-            self._send_interrupted = True
-            raise
+        # Read by the supervisor on every tick.
+        self.last_write_at = time.monotonic()
+        self.is_sending = False
+
+        self.writer: asyncio.Task[object] | None = None
+        self.stop_reason: str | None = None
+
+    def request_heartbeat(self) -> None:
+        self.stream.request_heartbeat()
+
+    def flush_metrics(self) -> None:
+        self.stream.flush_metrics()
+
+    def stop(self, reason: str) -> None:
+        """End the response from outside its task: client gone, slow, shutdown."""
+        if self.stop_reason is not None or self.writer is None:
+            return
+        self.stop_reason = reason
+        # The writer is suspended (the caller runs on the same loop), so the
+        # cancellation lands at that await: in a send, in the feed's wait, or
+        # in a database read, each of which unwinds cleanly.
+        self.writer.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        reason = None
         try:
-            await super().__call__(scope, receive, send)
-        except SendTimeoutError:
-            # Departure 2.
-            reason = "slow_client"
+            if scope["method"] == "HEAD":
+                # The stock answer: headers and an empty body, no stream.
+                await super().__call__(scope, receive, send)
+            else:
+                await self.run(receive, send)
+        finally:
+            # Departure 4.
+            self.stream.close(self.stop_reason)
+
+    async def run(self, receive: Receive, send: Send) -> None:
+        self.writer = asyncio.current_task()
+        watcher = asyncio.create_task(self.watch_for_disconnect(receive))
+        self.supervisor.register(self)
+        try:
+            try:
+                await self.write_body(send)
+            finally:
+                self.supervisor.unregister(self)
+                watcher.cancel()
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
+        except asyncio.CancelledError:
+            assert self.writer is not None
+            if self.stop_reason is None or self.writer.uncancel() > 0:
+                # Not ours: uvicorn or the loop is cancelling the request.
+                raise
+            await self.after_stop(send)
+
+    async def write_body(self, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status_code,
+                "headers": self.raw_headers,
+            }
+        )
+        self._response_started = True
+
+        async for chunk in self.body_iterator:
+            self.last_write_at = time.monotonic()
+            self.is_sending = True
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            self.is_sending = False
+
+        await send(END_OF_BODY)
+        self._response_complete = True
+
+    async def after_stop(self, send: Send) -> None:
+        if self.stop_reason == "slow_client":
+            # Departure 3. The send never returned: the transport is in an
+            # unknown state, so uvicorn closes the connection instead.
             logger.warning(
                 "stream.send_timed_out",
                 extra={
@@ -73,8 +143,20 @@ class RunEventsResponse(EventSourceResponse):
                     "last_seq": self.stream.last_sent,
                 },
             )
-        finally:
-            if reason is None and AppStatus.should_exit:
-                reason = "shutdown"
-            # Departure 1.
-            self.stream.close(reason)
+        elif self.stop_reason == "shutdown" and not self.is_sending:
+            # A clean end of the body, so that the client sees the stream end
+            # (and resumes elsewhere) rather than a cut connection.
+            if not self._response_started:
+                return
+            try:
+                async with asyncio.timeout(CLOSING_SEND_SECONDS):
+                    await send(END_OF_BODY)
+            except (TimeoutError, OSError):
+                pass
+
+    async def watch_for_disconnect(self, receive: Receive) -> None:
+        while True:
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                self.stop("client_gone")
+                return

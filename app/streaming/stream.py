@@ -8,8 +8,6 @@ an overflowed buffer) is filled from the database. docs/ARCHITECTURE.md tells
 the hand-over in full.
 """
 
-import asyncio
-import datetime
 import logging
 import time
 import uuid
@@ -44,7 +42,6 @@ class StreamOptions:
     retry_ms: int
     replay_page_size: int
     max_buffered_events: int
-    heartbeat_seconds: float
 
 
 def group_frames(frames: list[bytes]) -> Iterator[bytes]:
@@ -92,6 +89,11 @@ class RunStream:
         self.subscription: Subscription | None = None
         self.has_ended = False
         self.events_sent = 0
+        # Counted here and moved into the metrics once a tick
+        # (flush_metrics): a metric update per chunk per stream costs a
+        # lock on the hottest path of the process.
+        self.live_sent_unflushed = 0
+        self.replay_sent_unflushed = 0
         self.close_reason = "client_gone"
         self.opened_at = time.monotonic()
         self.closed = False
@@ -130,16 +132,14 @@ class RunStream:
         if subscription is None or self.has_ended:
             return
         subscription.live_position = self.last_sent
+        # Whatever the replay wrote counts as activity: a heartbeat asked
+        # for meanwhile is not due.
+        subscription.heartbeat_due = False
 
         while True:
-            try:
-                async with asyncio.timeout(self.options.heartbeat_seconds):
-                    await subscription.wakeup.wait()
-            except TimeoutError:
-                # SPEC: a comment only while no event is due, so the clock
-                # restarts with every wake-up rather than ticking regardless.
-                yield PING_FRAME
-                continue
+            # No timer here: the supervisor wakes an idle stream for its
+            # heartbeat (supervisor.py).
+            await subscription.wakeup.wait()
 
             if subscription.overflowed:
                 # This client fell behind the feed: its buffer was dropped,
@@ -148,13 +148,21 @@ class RunStream:
                 subscription.take()
                 async for chunk in self.read_database():
                     yield chunk
-            else:
+            elif subscription.pending:
                 frames, has_gap = self.take_in_order(subscription.take())
                 for chunk in group_frames(frames):
                     yield chunk
                 if has_gap and not self.has_ended:
                     async for chunk in self.read_database():
                         yield chunk
+            else:
+                # Woken for the heartbeat alone: SPEC's comment while no
+                # event is due (unless the replay's writes made it moot).
+                heartbeat_due = subscription.heartbeat_due
+                subscription.take()
+                if heartbeat_due:
+                    yield PING_FRAME
+                continue
 
             subscription.live_position = self.last_sent
             if self.has_ended:
@@ -170,17 +178,11 @@ class RunStream:
             if event.seq > self.last_sent + 1:
                 has_gap = True
                 break
-            if not frames:
-                # The oldest event of the chunk waited longest; one sample a
-                # chunk keeps the histogram off the per-event path.
-                lag = datetime.datetime.now(datetime.UTC) - event.created_at
-                metrics.COMMIT_TO_SEND_SECONDS.observe(lag.total_seconds())
             frames.append(event.frame)
             self.mark_sent(event)
             if event.is_terminal:
                 break
-        if frames:
-            metrics.LIVE_EVENTS_SENT.inc(len(frames))
+        self.live_sent_unflushed += len(frames)
         return frames, has_gap
 
     async def read_database(self) -> AsyncIterator[bytes]:
@@ -205,8 +207,7 @@ class RunStream:
                 self.mark_sent(event)
                 if event.is_terminal:
                     break
-            if frames:
-                metrics.REPLAY_EVENTS_SENT.inc(len(frames))
+            self.replay_sent_unflushed += len(frames)
             for chunk in group_frames(frames):
                 yield chunk
 
@@ -220,6 +221,18 @@ class RunStream:
             self.has_ended = True
             self.close_reason = "terminal"
 
+    def request_heartbeat(self) -> None:
+        if self.subscription is not None:
+            self.subscription.request_heartbeat()
+
+    def flush_metrics(self) -> None:
+        if self.live_sent_unflushed:
+            metrics.LIVE_EVENTS_SENT.inc(self.live_sent_unflushed)
+            self.live_sent_unflushed = 0
+        if self.replay_sent_unflushed:
+            metrics.REPLAY_EVENTS_SENT.inc(self.replay_sent_unflushed)
+            self.replay_sent_unflushed = 0
+
     def close(self, reason: str | None = None) -> None:
         """Release the subscription and log the summary; safe to call twice."""
         if reason is not None and self.close_reason == "client_gone":
@@ -227,6 +240,7 @@ class RunStream:
         if self.closed:
             return
         self.closed = True
+        self.flush_metrics()
         if self.subscription is not None:
             self.subscription.close()
             metrics.STREAMS_OPEN.dec()

@@ -55,4 +55,4 @@ async def test_metrics_count_streams_events_and_rejections(
     assert delta(before, after, "selftune_events_sent_total{source=replay}") == 6
     assert delta(before, after, "selftune_events_sent_total{source=live}") == 1
     assert delta(before, after, "selftune_requests_rejected_total{status=401}") == 1
-    assert delta(before, after, "selftune_commit_to_send_seconds_count{}") == 1
+    assert delta(before, after, "selftune_commit_to_fanout_seconds_count{}") == 1
