@@ -4,8 +4,8 @@ The stock response runs four tasks per stream in an anyio task group (the
 writer, a ping clock, a shutdown listener, a disconnect listener) and arms a
 cancel scope around every send. With thousands of streams those are most of
 the cost of a delivery and half the memory of a stream
-(docs/PERFORMANCE.md). This subclass keeps the stock headers, the HEAD
-answer and the behaviour, and departs in how it gets there:
+(docs/PERFORMANCE.md). This subclass keeps the stock headers and
+behaviour, and departs in how it gets there:
 
 1. The request's own task writes the chunks. One small task per stream
    waits for `http.disconnect`; the process's StreamSupervisor (one task)
@@ -86,11 +86,7 @@ class RunEventsResponse(EventSourceResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            if scope["method"] == "HEAD":
-                # The stock answer: headers and an empty body, no stream.
-                await super().__call__(scope, receive, send)
-            else:
-                await self.run(receive, send)
+            await self.run(receive, send)
         finally:
             # Departure 4.
             self.stream.close(self.stop_reason)

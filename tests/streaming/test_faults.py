@@ -21,7 +21,7 @@ from app.db.migrate import upgrade_to_head
 from tests.fixtures.factories import run_typeid, seed_run
 from tests.fixtures.proxy import start_proxy
 from tests.fixtures.server import LiveServer, start_live_server
-from tests.fixtures.sse import StreamReader, open_stream
+from tests.fixtures.sse import StreamReader, auth, open_stream
 
 RECOVERY_SECONDS = 20.0
 
@@ -148,3 +148,41 @@ async def publish_phase(database_url: str, run_id: uuid.UUID, phase: str) -> Non
         await event_queries.publish_event(conn, run_id, "phase_changed", phase=phase)
     finally:
         await conn.close()
+
+
+async def test_pooled_sessions_killed_while_idle_are_replaced_without_an_error(
+    isolated_server: Callable[..., Awaitable[tuple[LiveServer, str]]],
+) -> None:
+    """Every idle query session is terminated: the pool notices at checkout
+    (no ping round trip) and the next requests get fresh ones, not a 503."""
+    server, dsn = await isolated_server(database_pool_size=3)
+    admin = await asyncpg.connect(dsn)
+    key, run_id = await seed_run(admin)
+    url = server.events_url(run_typeid(run_id))
+    sessions = """
+        SELECT pid FROM pg_stat_activity
+        WHERE datname = current_database() AND application_name = 'selftune-events'
+    """
+
+    async with httpx.AsyncClient(timeout=10) as client:
+
+        async def open_one() -> int:
+            async with client.stream("GET", url, headers=auth(key)) as response:
+                return response.status_code
+
+        async def open_many() -> list[int]:
+            return list(await asyncio.gather(*(open_one() for _ in range(6))))
+
+        warm = await open_many()
+        pids = [row["pid"] for row in await admin.fetch(sessions)]
+        for pid in pids:
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        async with asyncio.timeout(RECOVERY_SECONDS):
+            while set(pids) & {row["pid"] for row in await admin.fetch(sessions)}:
+                await asyncio.sleep(0.02)
+        after = await open_many()
+    await admin.close()
+
+    assert pids
+    assert warm == [200] * 6
+    assert after == [200] * 6
