@@ -5,36 +5,27 @@ removes or replaces one cost the profile pointed at, and bench/variants.py
 measures the builds side by side. Run as a script (not `-m`), with
 PYTHONPATH naming the tree of `app` to patch:
 
-    python bench/patched_serve.py gc,lean serve --port 8123
+    python bench/patched_serve.py gcdefault,gclog serve --port 8123
 
 Patches (comma-separated; `base` for none):
 
-- `gc`: `gc.set_threshold(100_000, 50, 1000)`, so full collections stay off
-  the hot path.
+- `gcdefault`: CPython's default collection thresholds, undoing the ones
+  `create_app_from_environment` sets, to show what they buy.
 - `gclog`: log every generation-2 collection and its duration to stderr.
-- `nosendtimer`: sends without the per-send timeout.
-- `nowaketimer`: `follow_feed` waits without its per-wake `asyncio.timeout`
-  (no heartbeat).
-- `nometrics`: the per-chunk metrics become no-ops.
-- `nopreping`: the query pool without `pool_pre_ping`.
-- `lean`: the response sends chunks itself, with one helper task for
-  `http.disconnect`; no task group, no send timeout, no heartbeat.
+- `nometrics`: the metrics on the delivery path become no-ops.
 
-The builds without timers keep no heartbeat and no send timeout: they
-measure a floor, not a shippable service.
+The patches that ranked the earlier changes (no per-send timer, no per-wake
+timer, a lean response, no pool pre-ping) describe code that has since been
+replaced by the supervisor (app/streaming/supervisor.py) and the checkout
+check (app/db/engine.py); `git log bench/patched_serve.py` has them.
 """
 
-import asyncio
-import contextlib
 import gc
 import sys
 import time
-import types
-from collections.abc import Callable
 from typing import Any
 
-KNOWN = {"base", "gc", "gclog", "nosendtimer", "nowaketimer", "nometrics"}
-KNOWN |= {"nopreping", "lean"}
+KNOWN = {"base", "gcdefault", "gclog", "nometrics"}
 
 
 class NoopMetric:
@@ -49,6 +40,22 @@ class NoopMetric:
 
     def observe(self, *_args: Any, **_kwargs: Any) -> None:
         return None
+
+
+def undo_threshold_after_start() -> None:
+    import app.main as main_module
+
+    default = gc.get_threshold()
+    create = main_module.create_app_from_environment
+
+    def create_with_default_threshold() -> Any:
+        app = create()
+        gc.set_threshold(*default)
+        return app
+
+    setattr(  # noqa: B010
+        main_module, "create_app_from_environment", create_with_default_threshold
+    )
 
 
 def log_full_collections() -> None:
@@ -69,24 +76,6 @@ def log_full_collections() -> None:
     gc.callbacks.append(callback)
 
 
-def send_without_timer(response: Any) -> None:
-    async def send_plain(self: Any, send: Callable[..., Any], message: Any) -> None:
-        try:
-            await send(message)
-        except BaseException:
-            self._send_interrupted = True
-            raise
-
-    response._send_with_timeout = send_plain
-
-
-def wait_without_timer() -> None:
-    import app.streaming.stream as stream_module
-
-    no_timer = types.SimpleNamespace(timeout=lambda _s: contextlib.nullcontext())
-    setattr(stream_module, "asyncio", no_timer)  # noqa: B010
-
-
 def silence_metrics() -> None:
     import app.metrics as metrics
 
@@ -94,83 +83,22 @@ def silence_metrics() -> None:
         "EVENTS_SENT",
         "LIVE_EVENTS_SENT",
         "REPLAY_EVENTS_SENT",
-        "COMMIT_TO_SEND_SECONDS",
+        "COMMIT_TO_FANOUT_SECONDS",
     ):
         if hasattr(metrics, name):
             setattr(metrics, name, NoopMetric())
-
-
-def pool_without_preping() -> None:
-    import app.db.engine as engine_module
-
-    original = getattr(engine_module, "create_async_engine")  # noqa: B009
-
-    def create(*args: Any, **kwargs: Any) -> Any:
-        kwargs["pool_pre_ping"] = False
-        return original(*args, **kwargs)
-
-    setattr(engine_module, "create_async_engine", create)  # noqa: B010
-
-
-def lean_response(response: Any) -> None:
-    async def call(self: Any, _scope: Any, receive: Any, send: Any) -> None:
-        writer = asyncio.current_task()
-        gone = asyncio.Event()
-
-        async def watch_disconnect() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone.set()
-                    if writer is not None:
-                        writer.cancel()
-                    return
-
-        watcher = asyncio.create_task(watch_disconnect())
-        try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                }
-            )
-            async for chunk in self.body_iterator:
-                await send(
-                    {"type": "http.response.body", "body": chunk, "more_body": True}
-                )
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except asyncio.CancelledError:
-            if not gone.is_set() or writer is None:
-                raise
-            writer.uncancel()
-        finally:
-            watcher.cancel()
-            self.stream.close(None)
-
-    response.__call__ = call
 
 
 def apply(patches: set[str]) -> None:
     unknown = patches - KNOWN
     if unknown:
         raise SystemExit(f"unknown patches: {', '.join(sorted(unknown))}")
-    from app.streaming.response import RunEventsResponse
-
-    if "gc" in patches:
-        gc.set_threshold(100_000, 50, 1000)
+    if "gcdefault" in patches:
+        undo_threshold_after_start()
     if "gclog" in patches:
         log_full_collections()
-    if "nosendtimer" in patches:
-        send_without_timer(RunEventsResponse)
-    if "nowaketimer" in patches:
-        wait_without_timer()
     if "nometrics" in patches:
         silence_metrics()
-    if "nopreping" in patches:
-        pool_without_preping()
-    if "lean" in patches:
-        lean_response(RunEventsResponse)
 
 
 def main() -> None:

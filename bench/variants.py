@@ -1,6 +1,6 @@
 """Patched builds of the service, measured side by side (bench/patched_serve.py).
 
-    uv run python -m bench.variants base gc gc,nosendtimer,nowaketimer bare
+    uv run python -m bench.variants base gcdefault nometrics bare
 
 Every build holds the same number of streams on a run of its own at the
 same time; then each round publishes to each build in turn, and the medians
