@@ -6,8 +6,11 @@ typeid-python encodes and validates (lowercase Crockford base32 only).
 
 import re
 import uuid
+from functools import lru_cache
 
 from typeid import TypeID
+from typeid.base32 import encode as encode_suffix
+from typeid.validation import validate_prefix
 
 RUN_PREFIX = "run"
 EVENT_PREFIX = "evt"
@@ -20,8 +23,22 @@ HYPHENATED_UUID = re.compile(
 
 
 def format_id(prefix: str, value: uuid.UUID) -> str:
-    """Render a UUID as a TypeID with the given prefix."""
-    return str(TypeID.from_uuid(value, prefix))  # type: ignore[arg-type]
+    """Render a UUID as a TypeID with the given prefix.
+
+    Raises:
+        PrefixValidationException: `prefix` is not one a TypeID may have.
+    """
+    # typeid-python's compiled codec, called directly. Per id of a fresh
+    # asyncpg row: TypeID.from_uuid 1.2 µs (mostly the TypeID object around
+    # this same codec), a base32 encoder written in Python 1.0 µs, this 0.3.
+    return format_prefix(prefix) + encode_suffix(value.bytes)
+
+
+@lru_cache(maxsize=64)
+def format_prefix(prefix: str) -> str:
+    """`prefix_`, or nothing for the empty prefix, which has no separator."""
+    validate_prefix(prefix)
+    return f"{prefix}_" if prefix else ""
 
 
 def parse_typeid(text: str, prefix: str) -> uuid.UUID | None:

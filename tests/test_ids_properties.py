@@ -1,11 +1,15 @@
-"""Properties of the TypeID and UUID parsers that guard every path id and cursor."""
+"""Properties of the TypeID formatter, and of the TypeID and UUID parsers that
+guard every path id and cursor."""
 
 import uuid
 from collections.abc import Callable
 
 import pytest
-from hypothesis import assume, given
+from asyncpg.pgproto.pgproto import UUID as PgUUID
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
+from typeid import TypeID
+from typeid.errors import PrefixValidationException
 
 from app.ids import (
     EVENT_PREFIX,
@@ -47,6 +51,88 @@ NEAR_UUIDS = st.from_regex(
 )
 
 ANY_TEXT = st.text() | NEAR_TYPEIDS | NEAR_UUIDS
+
+# Prefixes as the TypeID spec allows them: empty, or lower-case letters and
+# underscores, starting and ending with a letter, at most 63 characters.
+SPEC_PREFIXES = st.just("") | st.from_regex(
+    r"[a-z]([a-z_]{0,61}[a-z])?", fullmatch=True
+)
+
+# The ends of the range, single bits and runs of bits either side of the
+# 5-bit group boundaries, alternating bits.
+EDGE_UUIDS = [
+    uuid.UUID(int=value)
+    for value in (
+        0,
+        1,
+        31,
+        32,
+        2**125 - 1,
+        2**125,
+        2**127,
+        2**128 - 1,
+        int("0111110" * 18 + "01", 2),
+        int("10" * 64, 2),
+        int("01" * 64, 2),
+    )
+]
+
+
+def encode_by_spec(prefix: str, value: uuid.UUID) -> str:
+    """TypeID as its spec words it: the 128 bits behind two zero bits, read
+    five at a time from the most significant end, in lowercase Crockford
+    base32; `prefix_` in front unless the prefix is empty."""
+    bits = value.int
+    suffix = "".join(CROCKFORD[(bits >> shift) & 31] for shift in range(125, -1, -5))
+    return f"{prefix}_{suffix}" if prefix else suffix
+
+
+def format_with_typeid_python(prefix: str, value: uuid.UUID) -> str:
+    # Annotated for uuid_utils.UUID, it reads only `.bytes` of the value.
+    return str(TypeID.from_uuid(value, prefix))  # type: ignore[arg-type]
+
+
+@settings(max_examples=1000)
+@given(prefix=SPEC_PREFIXES, value=st.uuids(allow_nil=True))
+@example(prefix="", value=EDGE_UUIDS[0])
+def test_format_id_agrees_with_typeid_python_and_the_spec(
+    prefix: str, value: uuid.UUID
+) -> None:
+    typeid = format_id(prefix, value)
+
+    assert typeid == format_with_typeid_python(prefix, value)
+    assert typeid == encode_by_spec(prefix, value)
+
+
+@pytest.mark.parametrize("value", EDGE_UUIDS, ids=lambda value: f"{value.int:032x}")
+@pytest.mark.parametrize("prefix", [RUN_PREFIX, EVENT_PREFIX, ORG_PREFIX, ""])
+def test_format_id_renders_edge_values_exactly(prefix: str, value: uuid.UUID) -> None:
+    typeid = format_id(prefix, value)
+
+    assert typeid == format_with_typeid_python(prefix, value)
+    assert typeid == encode_by_spec(prefix, value)
+    assert len(typeid.rpartition("_")[2]) == 26
+
+
+def test_format_id_renders_the_lowest_and_highest_uuids() -> None:
+    assert format_id(RUN_PREFIX, uuid.UUID(int=0)) == "run_" + "0" * 26
+    assert format_id(RUN_PREFIX, uuid.UUID(int=2**128 - 1)) == "run_7" + "z" * 25
+
+
+@pytest.mark.parametrize("prefix", ["Run", "run-", "_run", "run_", "r" * 64, "é"])
+def test_format_id_refuses_prefixes_a_typeid_cannot_have(prefix: str) -> None:
+    with pytest.raises(PrefixValidationException):
+        format_id(prefix, uuid.UUID(int=1))
+
+
+@given(value=st.uuids())
+def test_format_id_takes_asyncpg_uuids_like_the_standard_ones(
+    value: uuid.UUID,
+) -> None:
+    """Rows carry asyncpg's own UUID class, a subclass of uuid.UUID."""
+    from_asyncpg = PgUUID(value.bytes)
+
+    assert format_id(EVENT_PREFIX, from_asyncpg) == format_id(EVENT_PREFIX, value)
 
 
 @pytest.mark.parametrize("prefix", sorted(PARSERS))
