@@ -104,7 +104,7 @@ class RunStream:
 
         # Subscribe before the first read: any event committed from here on
         # reaches the buffer, and the replay reads all committed before.
-        self.subscription = self.feeds.subscribe(
+        subscription = self.subscription = self.feeds.subscribe(
             self.run_id, self.options.max_buffered_events
         )
         metrics.STREAMS_OPEN.inc()
@@ -120,53 +120,56 @@ class RunStream:
         try:
             async for chunk in self.read_database():
                 yield chunk
-            async for chunk in self.follow_feed():
-                yield chunk
+            if self.has_ended:
+                return
+
+            subscription.live_position = self.last_sent
+            # Whatever the replay wrote counts as activity: a heartbeat
+            # asked for meanwhile is not due.
+            subscription.heartbeat_due = False
+            while True:
+                # The live path is one await per wake-up and one generator
+                # level per chunk: it runs for every event on every stream.
+                chunks, must_catch_up = await self.next_live_chunks(subscription)
+                for chunk in chunks:
+                    yield chunk
+                if must_catch_up and not self.has_ended:
+                    async for chunk in self.read_database():
+                        yield chunk
+                if self.has_ended:
+                    return
+                subscription.live_position = self.last_sent
         except ServiceUnavailable:
             # Ending is the honest answer: the client resumes from its last
             # id once the database is back, and nothing is skipped.
             self.close_reason = "database_unavailable"
 
-    async def follow_feed(self) -> AsyncIterator[bytes]:
-        subscription = self.subscription
-        if subscription is None or self.has_ended:
-            return
-        subscription.live_position = self.last_sent
-        # Whatever the replay wrote counts as activity: a heartbeat asked
-        # for meanwhile is not due.
-        subscription.heartbeat_due = False
+    async def next_live_chunks(
+        self, subscription: Subscription
+    ) -> tuple[list[bytes], bool]:
+        """Wait for the feed; the chunks to send, and whether to read the database.
 
-        while True:
-            # No timer here: the supervisor wakes an idle stream for its
-            # heartbeat (supervisor.py).
-            await subscription.wakeup.wait()
+        No timer here: the supervisor wakes an idle stream for its heartbeat
+        (supervisor.py).
+        """
+        await subscription.wakeup.wait()
 
-            if subscription.overflowed:
-                # This client fell behind the feed: its buffer was dropped,
-                # and the database has everything it missed.
-                subscription.overflowed = False
-                subscription.take()
-                async for chunk in self.read_database():
-                    yield chunk
-            elif subscription.pending:
-                frames, has_gap = self.take_in_order(subscription.take())
-                for chunk in group_frames(frames):
-                    yield chunk
-                if has_gap and not self.has_ended:
-                    async for chunk in self.read_database():
-                        yield chunk
-            else:
-                # Woken for the heartbeat alone: SPEC's comment while no
-                # event is due (unless the replay's writes made it moot).
-                heartbeat_due = subscription.heartbeat_due
-                subscription.take()
-                if heartbeat_due:
-                    yield PING_FRAME
-                continue
+        if subscription.overflowed:
+            # This client fell behind the feed: its buffer was dropped, and
+            # the database has everything it missed.
+            subscription.overflowed = False
+            subscription.take()
+            return [], True
 
-            subscription.live_position = self.last_sent
-            if self.has_ended:
-                return
+        if subscription.pending:
+            frames, has_gap = self.take_in_order(subscription.take())
+            return list(group_frames(frames)), has_gap
+
+        # Woken for the heartbeat alone: SPEC's comment while no event is
+        # due (unless the replay's writes made it moot).
+        heartbeat_due = subscription.heartbeat_due
+        subscription.take()
+        return ([PING_FRAME] if heartbeat_due else []), False
 
     def take_in_order(self, events: list[EncodedEvent]) -> tuple[list[bytes], bool]:
         """The frames that continue the stream, and whether one was missing."""
