@@ -40,7 +40,9 @@ async def test_publish_rollback_returns_sequence_number(
     writer = await connect()
     transaction = await begin(writer)
     await write(writer, run_id, "phase_changed", phase="lost")
-    lost_seq = await writer.fetchval("SELECT last_seq FROM runs WHERE id = $1", run_id)
+    lost_seq = await writer.fetchval(
+        "SELECT max(seq) FROM run_events WHERE run_id = $1", run_id
+    )
 
     await transaction.rollback()
     await write(db, run_id, "phase_changed", phase="kept")

@@ -45,7 +45,9 @@ async def read_state(db: asyncpg.Connection, run_id: uuid.UUID) -> dict[str, Any
     row = await db.fetchrow(
         """
         SELECT (SELECT count(*) FROM run_events WHERE run_id = $1) AS events,
-               last_seq, status, updated_at, ended_at
+               (SELECT coalesce(max(seq), 0) FROM run_events WHERE run_id = $1)
+                   AS last_seq,
+               status, updated_at, ended_at
         FROM runs WHERE id = $1
         """,
         run_id,

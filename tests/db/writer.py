@@ -163,9 +163,15 @@ async def read_event(conn: asyncpg.Connection, event_id: uuid.UUID) -> Any:
     )
 
 
+# The run's row and the sequence of its latest event, which the run's row no
+# longer keeps (migration 0003).
+READ_RUN = """
+SELECT id, org_id, status, created_at, updated_at, ended_at,
+       (SELECT coalesce(max(seq), 0) FROM run_events WHERE run_id = runs.id)
+           AS last_seq
+FROM runs WHERE id = $1
+"""
+
+
 async def read_run(conn: asyncpg.Connection, run_id: uuid.UUID) -> Any:
-    return await conn.fetchrow(
-        "SELECT id, org_id, status, last_seq, created_at, updated_at, ended_at"
-        " FROM runs WHERE id = $1",
-        run_id,
-    )
+    return await conn.fetchrow(READ_RUN, run_id)
