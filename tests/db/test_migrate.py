@@ -13,6 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db import runs as run_queries
 from app.db.engine import create_engine, to_asyncpg_dsn
 from app.db.migrate import build_alembic_config, upgrade_to_head
 from tests.db.backends import wait_for_advisory_waiters
@@ -26,6 +27,9 @@ MIGRATION_LOCK_ID = 0x5E1F7E
 UPGRADE_TIMEOUT_SECONDS = 60.0
 
 HEAD = ScriptDirectory.from_config(build_alembic_config()).get_current_head()
+
+# The last revision whose trigger kept a counter on the run's row.
+LAST_SEQ_REVISION = "0002"
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -136,14 +140,43 @@ async def finish_upgrade(process: asyncio.subprocess.Process) -> tuple[int, str]
     return process.returncode, stderr.decode()
 
 
-async def downgrade_to_base(engine: AsyncEngine) -> None:
-    def downgrade(connection: Connection) -> None:
+async def move_to(engine: AsyncEngine, revision: str, *, down: bool = False) -> None:
+    """Upgrade, or with `down` downgrade, to `revision` in one transaction."""
+
+    def move(connection: Connection) -> None:
         config = build_alembic_config()
         config.attributes["connection"] = connection
-        command.downgrade(config, "base")
+        step = command.downgrade if down else command.upgrade
+        step(config, revision)
 
     async with engine.begin() as connection:
-        await connection.run_sync(downgrade)
+        await connection.run_sync(move)
+
+
+async def downgrade_to_base(engine: AsyncEngine) -> None:
+    await move_to(engine, "base", down=True)
+
+
+async def read_run_columns(conn: asyncpg.Connection) -> list[str]:
+    rows = await conn.fetch(
+        """
+        SELECT column_name FROM information_schema.columns
+        WHERE table_schema = 'public' AND table_name = 'runs'
+        ORDER BY ordinal_position
+        """
+    )
+    return [row[0] for row in rows]
+
+
+async def read_publish_function(conn: asyncpg.Connection) -> str:
+    source: str = await conn.fetchval(
+        "SELECT prosrc FROM pg_proc WHERE proname = 'selftune_publish_event'"
+    )
+    return source
+
+
+async def read_seqs(conn: asyncpg.Connection, run_id: uuid.UUID) -> list[int]:
+    return [event["seq"] for event in await read_events(conn, run_id)]
 
 
 async def test_upgrade_to_head_creates_publish_contract(
@@ -223,3 +256,58 @@ async def test_downgrade_removes_schema_and_upgrade_restores_it(
 
     assert emptied == {"tables": ["alembic_version"], "functions": [], "triggers": []}
     assert await read_schema(scratch) == migrated
+
+
+async def test_upgrade_from_counter_continues_each_runs_numbering(
+    scratch: asyncpg.Connection, make_engine: MakeEngine
+) -> None:
+    """Runs with events, an ended run and an empty one, made by the trigger
+    that counted on the run's row, carry on under the one that reads the index."""
+    await move_to(make_engine(), LAST_SEQ_REVISION)
+    busy, ended, empty = [await make_run(scratch) for _ in range(3)]
+    for phase in ("a", "b", "c"):
+        await write_with_sql(scratch, busy, "phase_changed", phase=phase)
+    await write_with_sql(scratch, ended, "run_started", status="running")
+    await write_with_sql(scratch, ended, "run_failed", status="failed")
+
+    await upgrade_to_head(make_engine())
+    await write_with_sql(scratch, busy, "phase_changed", phase="d")
+    await write_with_sql(scratch, empty, "phase_changed", phase="first")
+    with pytest.raises(asyncpg.ObjectNotInPrerequisiteStateError):
+        await write_with_sql(scratch, ended, "phase_changed", phase="late")
+
+    assert "last_seq" not in await read_run_columns(scratch)
+    assert await read_seqs(scratch, busy) == [1, 2, 3, 4]
+    assert await read_seqs(scratch, empty) == [1]
+    assert await read_seqs(scratch, ended) == [1, 2]
+    run = await run_queries.get_run(scratch, busy)
+    assert run is not None
+    latest = (await read_events(scratch, busy))[-1]
+    assert (run.last_seq, run.last_event_id) == (4, latest["id"])
+
+
+async def test_downgrade_to_counter_restores_it_from_events(
+    scratch: asyncpg.Connection, make_engine: MakeEngine
+) -> None:
+    """Down and up again with events in between: the numbering never breaks."""
+    await move_to(make_engine(), LAST_SEQ_REVISION)
+    counting_schema = await read_schema(scratch)
+    counting_trigger = await read_publish_function(scratch)
+    await upgrade_to_head(make_engine())
+    run_id = await make_run(scratch)
+    for phase in ("a", "b"):
+        await write_with_sql(scratch, run_id, "phase_changed", phase=phase)
+
+    await move_to(make_engine(), LAST_SEQ_REVISION, down=True)
+    restored_schema = await read_schema(scratch)
+    restored_trigger = await read_publish_function(scratch)
+    await write_with_sql(scratch, run_id, "phase_changed", phase="c")
+    restored_count = await scratch.fetchval(
+        "SELECT last_seq FROM runs WHERE id = $1", run_id
+    )
+    await upgrade_to_head(make_engine())
+    await write_with_sql(scratch, run_id, "phase_changed", phase="d")
+
+    assert (restored_schema, restored_trigger) == (counting_schema, counting_trigger)
+    assert restored_count == 3
+    assert await read_seqs(scratch, run_id) == [1, 2, 3, 4]

@@ -3,6 +3,7 @@
 import datetime
 import json
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
@@ -39,6 +40,15 @@ def milliseconds(moment: datetime.datetime) -> int:
 async def read_clock(db: asyncpg.Connection) -> datetime.datetime:
     moment: datetime.datetime = await db.fetchval("SELECT clock_timestamp()")
     return moment
+
+
+async def read_run_version(db: asyncpg.Connection, run_id: uuid.UUID) -> Any:
+    """The run's row with the id of the transaction that wrote this version."""
+    return await db.fetchrow(
+        "SELECT xmin::text AS xmin, status, updated_at, ended_at FROM runs"
+        " WHERE id = $1",
+        run_id,
+    )
 
 
 @pytest.mark.parametrize("event_type", sorted(VALID_FIELDS))
@@ -253,3 +263,30 @@ async def test_publish_stores_no_payload_as_null(
 
     [event] = await read_events(db, run_id)
     assert event["payload"] is None
+
+
+async def test_publish_writes_run_row_only_for_status_events(
+    db: asyncpg.Connection, publish: Publish, run_id: uuid.UUID
+) -> None:
+    """updated_at is the time of the last status change; other events leave
+    the run's row as it was, not even a new row version."""
+    created = await read_run_version(db, run_id)
+    for event_type in ("phase_changed", "candidate_persisted", "proposal_created"):
+        await publish(run_id, event_type)
+    untouched = await read_run_version(db, run_id)
+    started = await publish(run_id, "run_started")
+    await publish(run_id, "phase_changed")
+    running = await read_run_version(db, run_id)
+    ended = await publish(run_id, "run_failed")
+
+    run = await read_run(db, run_id)
+    assert untouched == created
+    assert running["xmin"] != created["xmin"]
+    assert (running["status"], running["ended_at"]) == ("running", None)
+    assert running["updated_at"] == (await read_event(db, started.id))["created_at"]
+    ended_at = (await read_event(db, ended.id))["created_at"]
+    assert (run["status"], run["updated_at"], run["ended_at"]) == (
+        "failed",
+        ended_at,
+        ended_at,
+    )

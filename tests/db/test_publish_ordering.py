@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from tests.db.backends import Connect, wait_until_blocked
+from tests.db.notifications import Notifications
 from tests.db.writer import WRITERS, Write, read_events, read_run, write_with_sql
 from tests.fixtures.factories import MakeRun, Publish, Tenant
 
@@ -21,6 +22,14 @@ RELEASE_TIMEOUT_SECONDS = 10.0
 
 WRITER_COUNT = 8
 EVENTS_PER_WRITER = 100
+
+# One transaction's bulk insert takes under a second here. The untouched
+# run row is what pins the fix; the deadline, generous for a loaded machine,
+# turns a return of the quadratic cost into a failure instead of a hang.
+BULK_EVENTS = 20_000
+BULK_TIMEOUT_SECONDS = 20
+
+COMMIT_ORDER_TRANSACTIONS = 25
 
 
 async def begin(conn: asyncpg.Connection) -> asyncpg.transaction.Transaction:
@@ -256,3 +265,69 @@ async def test_publish_gives_one_transaction_consecutive_numbers(
     for block in blocks:
         assert len({row["batch"] for row in block}) == 1
         assert [row["index"] for row in block] == list(range(5))
+
+
+async def test_publish_numbers_many_events_of_one_transaction_in_seconds(
+    db: asyncpg.Connection, run_id: uuid.UUID
+) -> None:
+    """One INSERT of 20,000 events for one run, without touching the run's row.
+
+    The trigger used to update the run's row for every event, so each insert
+    walked the chain of row versions the transaction had left so far: this
+    took 13.5 s here, and 100,000 events did not finish in four minutes.
+    """
+    run_version = await db.fetchval("SELECT xmin FROM runs WHERE id = $1", run_id)
+
+    async with db.transaction():
+        await db.execute(f"SET LOCAL statement_timeout = '{BULK_TIMEOUT_SECONDS}s'")
+        await db.execute(
+            """
+            INSERT INTO run_events (run_id, type, phase, payload)
+            SELECT $1, 'phase_changed', 'bulk', jsonb_build_object('index', g)
+            FROM generate_series(1, $2) AS g
+            """,
+            run_id,
+            BULK_EVENTS,
+        )
+
+    rows = await db.fetch(
+        "SELECT seq, (payload->>'index')::int AS index FROM run_events"
+        " WHERE run_id = $1 ORDER BY seq",
+        run_id,
+    )
+    assert [(row["seq"], row["index"]) for row in rows] == [
+        (number, number) for number in range(1, BULK_EVENTS + 1)
+    ]
+    assert await db.fetchval("SELECT xmin FROM runs WHERE id = $1", run_id) == (
+        run_version
+    )
+
+
+async def test_publish_concurrent_writers_number_in_commit_order(
+    db: asyncpg.Connection,
+    connect: Connect,
+    notifications: Notifications,
+    run_id: uuid.UUID,
+) -> None:
+    """Notifications arrive in commit order, and carry 1, 2, 3, ... in turn."""
+    writers = [await connect() for _ in range(4)]
+
+    async def write_transactions(conn: asyncpg.Connection, number: int) -> None:
+        for index in range(COMMIT_ORDER_TRANSACTIONS):
+            async with conn.transaction():
+                await write_with_sql(
+                    conn, run_id, "phase_changed", phase=f"{number}-{index}"
+                )
+                await write_with_sql(
+                    conn, run_id, "phase_changed", phase=f"{number}-{index}"
+                )
+
+    await asyncio.gather(
+        *(write_transactions(conn, n) for n, conn in enumerate(writers))
+    )
+
+    total = 2 * COMMIT_ORDER_TRANSACTIONS * len(writers)
+    received = await notifications.receive_until(f"{run_id} {total}")
+    assert received == [f"{run_id} {seq}" for seq in range(1, total + 1)]
+    phases = [event["phase"] for event in await read_events(db, run_id)]
+    assert phases[0::2] == phases[1::2]
