@@ -20,17 +20,18 @@ finding 8). Now:
    VOLATILE function's queries in a row-level BEFORE trigger.
    https://www.postgresql.org/docs/current/trigger-datachanges.html
 3. REPEATABLE READ and SERIALIZABLE writers keep the snapshot their
-   transaction began with, which may lack events committed by a writer the
-   lock made them wait for, or that committed just before. Their first event
-   for a run in a transaction therefore probes the index with the number it
-   is about to take (a nested INSERT in a subtransaction that is always
-   rolled back; the unique check sees committed rows whatever the snapshot).
-   If the number is taken the write fails with serialization_failure
-   (40001), which asks the writer to retry the whole transaction; the unique
-   index stays the last word, so no path can store a duplicate or leave a
-   gap. Later events of that run in the same transaction skip the probe: the
-   latest event is then the transaction's own, and the lock has been held
-   since it was written.
+   transaction began with, which lacks what committed later: the events of
+   the writer whose lock they waited for, or of one that finished just
+   before they asked. Their first event for a run in a transaction
+   therefore probes the index with the number it is about to take (a nested
+   INSERT in a subtransaction that always rolls back; the unique check sees
+   committed rows whatever the snapshot). If the number is taken the write
+   fails with serialization_failure (40001), which asks the writer to retry
+   the whole transaction; the unique index stays the last word, so no path
+   can store a duplicate or leave a gap. Later events of that run in the
+   same transaction skip the probe: the latest event is then the
+   transaction's own (unless written in a savepoint, which only costs
+   another probe), and the lock has been held since it was written.
 4. The run's row is written only by events that carry a status: `status`,
    `updated_at` (now the time of the last status change) and `ended_at`.
 5. `runs.last_seq` is gone; readers take the latest event from the index.

@@ -186,6 +186,25 @@ async def test_publish_numbers_snapshot_transaction_consecutively(
     assert received == [f"{run_id} {seq}" for seq in range(1, 503)]
 
 
+async def test_publish_numbers_snapshot_writer_across_savepoints(
+    db: asyncpg.Connection, connect: Connect, run_id: uuid.UUID
+) -> None:
+    """A rolled-back savepoint gives its number and its lock back; the events
+    after it are checked and numbered again."""
+    writer = await connect()
+
+    async with writer.transaction(isolation="repeatable_read"):
+        async with writer.transaction():
+            await write_with_sql(writer, run_id, "phase_changed", phase="kept")
+        savepoint = writer.transaction()
+        await savepoint.start()
+        await write_with_sql(writer, run_id, "phase_changed", phase="lost")
+        await savepoint.rollback()
+        await write_with_sql(writer, run_id, "phase_changed", phase="after")
+
+    assert await read_seqs_and_phases(db, run_id) == [(1, "kept"), (2, "after")]
+
+
 async def test_publish_snapshot_writers_retrying_number_gap_free(
     db: asyncpg.Connection, connect: Connect, run_id: uuid.UUID
 ) -> None:
