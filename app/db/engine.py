@@ -5,6 +5,7 @@ talk to the asyncpg connection underneath, because the replay and the live
 tail read rows on a hot path where a Core result layer costs real time.
 """
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -49,6 +50,9 @@ CONNECTION_LOST = (
     # Class 57: the server shut the session down (pg_terminate_backend,
     # restart) or cancelled the query.
     asyncpg.exceptions.OperatorInterventionError,
+    # The session's protocol state was broken by a query cut short while the
+    # server closed the session ("another operation is in progress").
+    asyncpg.exceptions.InternalClientError,
 )
 
 UNREACHABLE = "the event database cannot be reached; try again shortly"
@@ -136,12 +140,23 @@ class Database:
         except (*CONNECTION_LOST, DBAPIError) as exc:
             raise ServiceUnavailable(UNREACHABLE) from exc
 
+        driver_connection = None
         try:
             raw = await sa_connection.get_raw_connection()
-            yield raw.driver_connection
+            driver_connection = raw.driver_connection
+            yield driver_connection
         except CONNECTION_LOST as exc:
             await sa_connection.invalidate()
             raise ServiceUnavailable(UNREACHABLE) from exc
+        except asyncio.CancelledError:
+            # Cancelled mid-query (a client left during its replay read):
+            # asyncpg may still be unwinding the query when the next borrower
+            # arrives, which then fails with "another operation is in
+            # progress". Such a session is closed, never lent again.
+            if driver_connection is not None:
+                driver_connection.terminate()
+            await sa_connection.invalidate()
+            raise
         finally:
             await sa_connection.close()
 
