@@ -49,6 +49,10 @@ class ServiceUnavailable(AppError):
     """The database cannot be reached right now."""
 
 
+class ServiceBusy(ServiceUnavailable):
+    """Every pooled database connection stayed in use past the pool timeout."""
+
+
 class NotFound(AppError):
     """A CLI argument names an organisation, key or run that does not exist."""
 

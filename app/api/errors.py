@@ -17,6 +17,7 @@ from app.errors import (
     RunNotFound,
     RunPruned,
     RuntimeUnavailable,
+    ServiceBusy,
     ServiceUnavailable,
     TooManyStreams,
 )
@@ -34,6 +35,7 @@ ERROR_RESPONSES: dict[type[AppError], tuple[int, str]] = {
     RunPruned: (410, "run_pruned"),
     TooManyStreams: (429, "too_many_streams"),
     ServiceUnavailable: (503, "database_unavailable"),
+    ServiceBusy: (503, "database_busy"),
 }
 
 RUNS_PREFIX = "/api/v1/improve-runs/"

@@ -24,7 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app import metrics
-from app.errors import ServiceUnavailable
+from app.errors import ServiceBusy, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,10 @@ CONNECTION_LOST = (
 )
 
 UNREACHABLE = "the event database cannot be reached; try again shortly"
+BUSY = (
+    "the service is busy: no database connection came free within "
+    f"{POOL_TIMEOUT_SECONDS:g} s; try again shortly"
+)
 
 
 def to_asyncpg_dsn(database_url: str) -> str:
@@ -76,13 +80,17 @@ def to_sqlalchemy_url(database_url: str) -> str:
 
 
 def create_engine(
-    database_url: str, *, pool_size: int, connect_timeout: float = 10.0
+    database_url: str,
+    *,
+    pool_size: int,
+    connect_timeout: float = 10.0,
+    pool_timeout: float = POOL_TIMEOUT_SECONDS,
 ) -> AsyncEngine:
     return create_async_engine(
         to_sqlalchemy_url(database_url),
         pool_size=pool_size,
         max_overflow=0,
-        pool_timeout=POOL_TIMEOUT_SECONDS,
+        pool_timeout=pool_timeout,
         # SQLAlchemy's pre-ping costs three statements per checkout (BEGIN,
         # the ping, ROLLBACK) around every one-statement read; the checkout
         # check below catches the same dead connections without a round trip.
@@ -137,6 +145,11 @@ class Database:
         """
         try:
             sa_connection = await self.engine.connect()
+        except PoolTimeoutError as exc:
+            # Not an outage: a burst (a reconnect storm after a deploy) holds
+            # every connection. Said as such, so no one goes looking for a
+            # database that is up.
+            raise ServiceBusy(BUSY) from exc
         except (*CONNECTION_LOST, DBAPIError) as exc:
             raise ServiceUnavailable(UNREACHABLE) from exc
 

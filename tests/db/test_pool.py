@@ -5,9 +5,10 @@ import collections
 import random
 
 import asyncpg
+import pytest
 
 from app.db.engine import Database, create_engine, to_asyncpg_dsn
-from app.errors import ServiceUnavailable
+from app.errors import ServiceBusy, ServiceUnavailable
 
 
 async def test_a_query_cut_short_by_cancellation_never_reaches_the_next_borrower(
@@ -94,3 +95,22 @@ SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 WHERE datname = current_database() AND application_name = 'selftune-events'
 """
 LARGE_READ = "SELECT g, repeat('x', 300) FROM generate_series(1, 5000) g"
+
+
+async def test_a_pool_held_by_others_is_busy_not_unreachable(
+    migrated_database_url: str,
+) -> None:
+    """A reconnect storm can hold every connection: the answer must say the
+    service is busy, not send an operator looking for a database that is up."""
+    database = Database(
+        create_engine(migrated_database_url, pool_size=1, pool_timeout=0.2)
+    )
+    try:
+        async with database.connection():
+            with pytest.raises(ServiceBusy) as busy:
+                async with database.connection():
+                    pass
+    finally:
+        await database.dispose()
+
+    assert "busy" in busy.value.detail
