@@ -133,10 +133,11 @@ class RunEventsResponse(EventSourceResponse):
             # Departure 3. The send never returned: the transport is in an
             # unknown state, so uvicorn closes the connection instead.
             logger.warning(
-                "stream.send_timed_out",
+                "stream.slow_client_dropped",
                 extra={
                     "run_id": format_run_id(self.stream.run_id),
                     "last_seq": self.stream.last_sent,
+                    "stuck_s": round(time.monotonic() - self.last_write_at, 1),
                 },
             )
         elif self.stop_reason == "shutdown" and not self.is_sending:
@@ -154,5 +155,8 @@ class RunEventsResponse(EventSourceResponse):
         while True:
             message: Message = await receive()
             if message["type"] == "http.disconnect":
-                self.stop("client_gone")
+                # Lost while a send was stuck: a reader that stopped reading,
+                # whose connection the kernel ended first (TCP_USER_TIMEOUT
+                # covers a zero window too), not one that left.
+                self.stop("slow_client" if self.is_sending else "client_gone")
                 return

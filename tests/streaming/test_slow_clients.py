@@ -158,7 +158,8 @@ async def test_frozen_reader_is_dropped_and_resumes_while_others_keep_up(
                 for _ in range(EVENT_COUNT - len(frozen_ids))
             ]
 
-    assert "reason=slow_client" in closed_line or "reason=client_gone" in closed_line
+    # Either way it is a slow client, not one that left.
+    assert "reason=slow_client" in closed_line
     assert healthy_ids == published
     assert rss_after - rss_before < RSS_GROWTH_LIMIT_BYTES
     assert dropped_after < SEND_TIMEOUT_SECONDS + HEARTBEAT_SECONDS + 15
