@@ -244,6 +244,11 @@ END;
 $$
 """
 
+# Writers lock run_events (their INSERT) before runs (the trigger's row
+# lock); taking both up front in that order keeps a migration run under
+# live writers from deadlocking with them (seen as 40P01 in a writer).
+LOCK_AS_WRITERS_DO = "LOCK TABLE run_events, runs IN ACCESS EXCLUSIVE MODE"
+
 UPDATED_AT_COMMENT = """
 COMMENT ON COLUMN runs.updated_at IS
     'When the run''s status last changed (the event that carried it)'
@@ -253,6 +258,7 @@ COMMENT ON COLUMN runs.updated_at IS
 def upgrade() -> None:
     # One statement per execute: asyncpg prepares each one. The check comes
     # first because the trigger function names it.
+    op.execute(LOCK_AS_WRITERS_DO)
     op.execute(SNAPSHOT_CHECK_FUNCTION)
     op.execute(PUBLISH_FUNCTION)
     op.execute("ALTER TABLE runs DROP COLUMN last_seq")

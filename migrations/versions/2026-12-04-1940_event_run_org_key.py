@@ -27,9 +27,15 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
+# Writers lock run_events (their INSERT) before runs (the trigger's row
+# lock); taking both up front in that order keeps a migration run under
+# live writers from deadlocking with them (seen as 40P01 in a writer).
+LOCK_AS_WRITERS_DO = "LOCK TABLE run_events, runs IN ACCESS EXCLUSIVE MODE"
+
 
 def upgrade() -> None:
     # One statement per execute: asyncpg prepares each one.
+    op.execute(LOCK_AS_WRITERS_DO)
     op.execute("ALTER TABLE runs ADD CONSTRAINT runs_id_org_id UNIQUE (id, org_id)")
     op.execute(
         """

@@ -436,3 +436,42 @@ async def test_run_events_refuse_update(
 
     assert "run_events is append-only" in refused.value.message
     assert await read_event(db, event.id) == stored
+
+
+async def test_run_events_refuse_delete_while_the_run_is_live(
+    db: asyncpg.Connection, publish: Publish, run_id: uuid.UUID
+) -> None:
+    """Numbers come from max(seq) + 1: a deleted tail would hand its number
+    to the next event, which a client that saw the deleted one would skip."""
+    await publish(run_id, "phase_changed", phase="one")
+    second = await publish(run_id, "phase_changed", phase="two")
+
+    with pytest.raises(asyncpg.ObjectNotInPrerequisiteStateError) as refused:
+        await db.execute("DELETE FROM run_events WHERE id = $1", second.id)
+    third = await publish(run_id, "phase_changed", phase="three")
+
+    assert "has not ended" in refused.value.message
+    assert [event["seq"] for event in await read_events(db, run_id)] == [1, 2, 3]
+    assert third.seq == 3
+
+
+async def test_run_events_allow_delete_once_the_run_has_ended(
+    db: asyncpg.Connection, publish: Publish, run_id: uuid.UUID
+) -> None:
+    """What prune does: an ended run takes no more numbers."""
+    await publish(run_id, "phase_changed", phase="one")
+    await publish(run_id, "run_completed", status="succeeded")
+
+    result = await db.execute("DELETE FROM run_events WHERE run_id = $1", run_id)
+
+    assert result == "DELETE 2"
+
+
+async def test_run_events_refuse_truncate(db: asyncpg.Connection) -> None:
+    # In a transaction, so that a TRUNCATE let through is rolled back rather
+    # than emptying the table every other test shares.
+    with pytest.raises(asyncpg.ObjectNotInPrerequisiteStateError) as refused:
+        async with db.transaction():
+            await db.execute("TRUNCATE run_events")
+
+    assert "cannot be truncated" in refused.value.message
