@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 # client that stopped reading cannot hold up the drain.
 CLOSING_SEND_SECONDS = 1.0
 
+# A send waiting this long when the connection drops marks a slow reader.
+STUCK_SEND_SECONDS = 1.0
+
 END_OF_BODY: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
@@ -151,12 +154,20 @@ class RunEventsResponse(EventSourceResponse):
             except (TimeoutError, OSError):
                 pass
 
+    def send_was_stuck(self) -> bool:
+        """Whether a send has waited long enough to call the reader slow.
+
+        A reader that stopped reading is often cut by the kernel before the
+        send deadline (TCP_USER_TIMEOUT covers a zero window too) and shows
+        up as a disconnect; a client that just left mid-replay may also
+        leave a send briefly waiting, which says nothing about it.
+        """
+        stuck_for = time.monotonic() - self.last_write_at
+        return self.is_sending and stuck_for >= STUCK_SEND_SECONDS
+
     async def watch_for_disconnect(self, receive: Receive) -> None:
         while True:
             message: Message = await receive()
             if message["type"] == "http.disconnect":
-                # Lost while a send was stuck: a reader that stopped reading,
-                # whose connection the kernel ended first (TCP_USER_TIMEOUT
-                # covers a zero window too), not one that left.
-                self.stop("slow_client" if self.is_sending else "client_gone")
+                self.stop("slow_client" if self.send_was_stuck() else "client_gone")
                 return
