@@ -1,4 +1,4 @@
-"""Events can be deleted only once their run has ended; never truncated.
+"""Events can be deleted only once their run has ended.
 
 Since revision 0003 the next sequence of a run is max(seq) + 1. Deleting a
 running run's latest event would hand its number to the next event, and a
@@ -6,7 +6,9 @@ client that had already received the deleted one would skip the new one as
 already sent: a silent loss (found by a break-it run that deleted the tail
 of a live run). Deleting the history of an ended run, which is what
 `selftune-events prune` does, takes no number from anyone, so it stays
-allowed; everything else is refused, TRUNCATE included.
+allowed. TRUNCATE stays allowed too: it resets the whole log, as a test
+database or a fresh environment needs, and clients following a run across
+a reset are beyond any promise.
 
 Revision ID: 0005
 Revises: 0004
@@ -36,22 +38,11 @@ BEGIN
             ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = format('run %s has not ended: its events cannot be deleted',
                              OLD.run_id),
-            HINT = 'events are an append-only log; the history of an ended run '
-                'can be removed with selftune-events prune';
+            HINT = 'events are an append-only log: end the run first (for '
+                'instance with run_cancelled), then delete its events or '
+                'remove them with selftune-events prune';
     END IF;
     RETURN OLD;
-END;
-$$
-"""
-
-REFUSE_TRUNCATE_FUNCTION = """
-CREATE FUNCTION selftune_refuse_event_truncate() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION USING
-        ERRCODE = 'object_not_in_prerequisite_state',
-        MESSAGE = 'run_events is append-only: it cannot be truncated',
-        HINT = 'the history of ended runs can be removed with selftune-events prune';
 END;
 $$
 """
@@ -68,18 +59,8 @@ def upgrade() -> None:
             FOR EACH ROW EXECUTE FUNCTION selftune_refuse_live_event_delete()
         """
     )
-    op.execute(REFUSE_TRUNCATE_FUNCTION)
-    op.execute(
-        """
-        CREATE TRIGGER run_events_no_truncate
-            BEFORE TRUNCATE ON run_events
-            FOR EACH STATEMENT EXECUTE FUNCTION selftune_refuse_event_truncate()
-        """
-    )
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER run_events_no_truncate ON run_events")
-    op.execute("DROP FUNCTION selftune_refuse_event_truncate()")
     op.execute("DROP TRIGGER run_events_delete_only_ended ON run_events")
     op.execute("DROP FUNCTION selftune_refuse_live_event_delete()")

@@ -197,7 +197,6 @@ async def test_upgrade_to_head_creates_publish_contract(
     assert schema["triggers"] == [
         "run_events_append_only",
         "run_events_delete_only_ended",
-        "run_events_no_truncate",
         "run_events_notify",
         "run_events_publish",
     ]
@@ -243,7 +242,7 @@ async def test_upgrade_to_head_concurrent_calls_both_succeed(
 
     assert outcomes == [(0, ""), (0, "")]
     assert await read_versions(scratch) == [HEAD]
-    assert len((await read_schema(scratch))["triggers"]) == 5
+    assert len((await read_schema(scratch))["triggers"]) == 4
 
 
 async def test_downgrade_removes_schema_and_upgrade_restores_it(
