@@ -13,7 +13,7 @@ behaviour, and departs in how it gets there:
    by waking or cancelling the writer.
 2. The heartbeat is the bare comment `: ping`, sent only after
    HEARTBEAT_SECONDS without a write (SPEC); sse-starlette's fixed-clock
-   ping is off.
+   ping never runs.
 3. A send timeout ends the stream quietly with a warning rather than an
    ASGI error: the client was too slow or is gone, and it resumes from its
    last id.
@@ -53,14 +53,9 @@ class RunEventsResponse(EventSourceResponse):
         supervisor: StreamSupervisor,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(
-            stream.frames(),
-            headers=headers,
-            # Departure 2.
-            ping=0,
-            sep="\n",
-            send_timeout=supervisor.send_timeout_seconds,
-        )
+        # The stock headers and media type. None of the stock response's
+        # tasks, its ping or its send timeout run: __call__ is this class's.
+        super().__init__(stream.frames(), headers=headers)
         self.stream = stream
         self.supervisor = supervisor
 
@@ -70,6 +65,7 @@ class RunEventsResponse(EventSourceResponse):
 
         self.writer: asyncio.Task[object] | None = None
         self.stop_reason: str | None = None
+        self.has_started = False
 
     def request_heartbeat(self) -> None:
         self.stream.request_heartbeat()
@@ -120,7 +116,7 @@ class RunEventsResponse(EventSourceResponse):
                 "headers": self.raw_headers,
             }
         )
-        self._response_started = True
+        self.has_started = True
 
         async for chunk in self.body_iterator:
             self.last_write_at = time.monotonic()
@@ -129,7 +125,6 @@ class RunEventsResponse(EventSourceResponse):
             self.is_sending = False
 
         await send(END_OF_BODY)
-        self._response_complete = True
 
     async def after_stop(self, send: Send) -> None:
         if self.stop_reason == "slow_client":
@@ -143,11 +138,11 @@ class RunEventsResponse(EventSourceResponse):
                     "stuck_s": round(time.monotonic() - self.last_write_at, 1),
                 },
             )
-        elif self.stop_reason == "shutdown" and not self.is_sending:
+        elif (
+            self.stop_reason == "shutdown" and self.has_started and not self.is_sending
+        ):
             # A clean end of the body, so that the client sees the stream end
             # (and resumes elsewhere) rather than a cut connection.
-            if not self._response_started:
-                return
             try:
                 async with asyncio.timeout(CLOSING_SEND_SECONDS):
                     await send(END_OF_BODY)

@@ -89,15 +89,18 @@ class StreamSupervisor:
                 logger.exception("supervisor.check_failed")
 
     def check(self, now: float) -> None:
-        """Drop streams stuck in a send; wake idle ones for a heartbeat."""
+        """Drop streams stuck in a send; wake idle ones for a heartbeat.
+
+        One pass over the streams also moves their counts into the metrics.
+        """
         for stream in list(self.streams):
+            stream.flush_metrics()
             idle = now - stream.last_write_at
             if stream.is_sending:
                 if idle >= self.send_timeout_seconds:
                     stream.stop("slow_client")
             elif idle >= self.heartbeat_seconds:
                 stream.request_heartbeat()
-        self.flush_metrics()
 
     async def stop_all_on_exit(self) -> None:
         # sse-starlette's own watcher of uvicorn's exit flag, awaited once for
