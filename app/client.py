@@ -129,6 +129,24 @@ ERRORS_BY_STATUS: dict[int, type[ResponseError]] = {
 RETRIED_ERRORS = (TooManyStreamsError, ServiceUnavailableError)
 
 
+class ClosedOnExit:
+    """`async with` support for a class with `aclose()`."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
 @dataclass(frozen=True, slots=True)
 class RunEvent:
     """One event of a run, as the stream's `data:` line describes it.
@@ -189,7 +207,7 @@ def read_optional_text(body: JsonObject, name: str) -> str | None:
     return read_text(body, name) if name in body else None
 
 
-class RunEventsClient:
+class RunEventsClient(ClosedOnExit):
     """Follows the event streams of runs on one selftune-events service.
 
     Use it as an async context manager: it holds one httpx connection pool,
@@ -230,17 +248,6 @@ class RunEventsClient:
             timeout=httpx.Timeout(CONNECT_TIMEOUT_SECONDS, read=read_timeout_seconds),
             transport=transport,
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -286,7 +293,7 @@ class RunEventsClient:
             await response.aclose()
 
 
-class RunEventIterator:
+class RunEventIterator(ClosedOnExit):
     """The events of one run, in order and each once, across reconnects.
 
     Leaving the loop early leaves a connection open until the iterator is
@@ -306,17 +313,6 @@ class RunEventIterator:
 
     async def __anext__(self) -> RunEvent:
         return await anext(self.events)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the open stream, if any; iterating afterwards ends at once."""
