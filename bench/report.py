@@ -387,15 +387,7 @@ def plot_fanout(fanout: list[JsonObject], results_dir: Path, prefix: str) -> lis
                 axis.plot(
                     xs, ys, style, marker=MARKERS[system], label=f"{system} {key}"
                 )
-    axis.set(
-        xscale="log",
-        yscale="log",
-        xlabel="streams on one run",
-        ylabel="commit to client, ms",
-        title="Latency at 10 events/s",
-    )
-    add_legend(axis)
-    axis.grid(True, which="both", alpha=0.3)
+    finish(axis, "commit to client, ms", "Latency at 10 events/s", log_y=True)
     written.append(save(figure, results_dir / f"{prefix}-latency.png"))
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
@@ -410,15 +402,7 @@ def plot_fanout(fanout: list[JsonObject], results_dir: Path, prefix: str) -> lis
             axis.plot(
                 xs, ys, ":", marker=MARKERS[system], label=f"{system}, at 10 events/s"
             )
-    axis.set(
-        xscale="log",
-        yscale="log",
-        xlabel="streams on one run",
-        ylabel="deliveries/s",
-        title="Deliveries per second",
-    )
-    add_legend(axis)
-    axis.grid(True, which="both", alpha=0.3)
+    finish(axis, "deliveries/s", "Deliveries per second", log_y=True)
     written.append(save(figure, results_dir / f"{prefix}-deliveries.png"))
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
@@ -426,21 +410,23 @@ def plot_fanout(fanout: list[JsonObject], results_dir: Path, prefix: str) -> lis
         xs, ys = series(system, lambda p: p.get("rss_end_mb"))
         if xs:
             axis.plot(xs, ys, "-", marker=MARKERS[system], label=system)
-    axis.set(
-        xscale="log",
-        xlabel="streams on one run",
-        ylabel="server RSS, MiB",
-        title="Server memory",
-    )
-    add_legend(axis)
-    axis.grid(True, which="both", alpha=0.3)
+    finish(axis, "server RSS, MiB", "Server memory", log_y=False)
     written.append(save(figure, results_dir / f"{prefix}-rss.png"))
     return written
 
 
-def add_legend(axis: Any) -> None:
+def finish(axis: Any, ylabel: str, title: str, *, log_y: bool) -> None:
+    """Axes, legend and grid shared by every plot against streams (log x)."""
+    axis.set(
+        xscale="log",
+        yscale="log" if log_y else "linear",
+        xlabel="streams on one run",
+        ylabel=ylabel,
+        title=title,
+    )
     if axis.get_legend_handles_labels()[0]:
         axis.legend(fontsize=7)
+    axis.grid(True, which="both", alpha=0.3)
 
 
 def save(figure: Any, path: Path) -> str:
