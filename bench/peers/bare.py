@@ -7,7 +7,6 @@ as the service does. No heartbeat, no send timeout, no bound on a slow
 client's queue: everything the service adds on top is left out.
 """
 
-import argparse
 import asyncio
 import collections
 import datetime
@@ -15,15 +14,20 @@ import itertools
 from collections.abc import AsyncIterator
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from bench.peers.frames import RETRY_FRAME
+from bench.peers.http import (
+    EVENTS_PATH,
+    argument_parser,
+    event_stream,
+    readyz,
+    serve,
+)
 
-STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 ORG_ID = "org_01jd8v0000000000000000bare"
 
 
@@ -70,21 +74,16 @@ def create_app() -> Starlette:
 
     async def follow(request: Request) -> Response:
         room = rooms[request.path_params["run"]]
-        return StreamingResponse(
-            stream_room(room), media_type="text/event-stream", headers=STREAM_HEADERS
-        )
+        return event_stream(stream_room(room))
 
     async def publish(request: Request) -> Response:
         run = request.path_params["run"]
         rooms[run].broadcast(run, await request.body())
         return Response(b"")
 
-    async def readyz(_request: Request) -> Response:
-        return Response(b"ok")
-
     return Starlette(
         routes=[
-            Route("/api/v1/improve-runs/{run}/events", follow),
+            Route(EVENTS_PATH, follow),
             Route("/publish/{run}", publish, methods=["POST"]),
             Route("/readyz", readyz),
         ]
@@ -107,19 +106,9 @@ async def stream_room(room: Room) -> AsyncIterator[bytes]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.peers.bare")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    uvicorn.run(
-        create_app(),
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-        # The writer's connection idles while other systems take their turn.
-        timeout_keep_alive=600,
-    )
+    args = argument_parser("python -m bench.peers.bare").parse_args()
+    # The writer's connection idles while other systems take their turn.
+    serve(create_app(), args, timeout_keep_alive=600)
 
 
 if __name__ == "__main__":

@@ -6,17 +6,15 @@ a notification for that run arrives. It costs one database connection per
 stream and one read per notification per stream.
 """
 
-import argparse
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from bench.peers.frames import (
@@ -26,27 +24,26 @@ from bench.peers.frames import (
     encode_row,
     is_terminal,
 )
+from bench.peers.http import (
+    EVENTS_PATH,
+    argument_parser,
+    event_stream,
+    readyz,
+    serve,
+)
 
 APPLICATION_NAME = "bench-listen-per-client"
 CHANNEL = "selftune_run_events"
-STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
 def create_app(dsn: str) -> Starlette:
     async def follow(request: Request) -> Response:
         run_id = uuid.UUID(request.path_params["run"])
-        return StreamingResponse(
-            stream_run(dsn, run_id),
-            media_type="text/event-stream",
-            headers=STREAM_HEADERS,
-        )
-
-    async def readyz(_request: Request) -> Response:
-        return Response(b"ok")
+        return event_stream(stream_run(dsn, run_id))
 
     return Starlette(
         routes=[
-            Route("/api/v1/improve-runs/{run}/events", follow),
+            Route(EVENTS_PATH, follow),
             Route("/readyz", readyz),
         ]
     )
@@ -84,18 +81,10 @@ async def stream_run(dsn: str, run_id: uuid.UUID) -> AsyncIterator[bytes]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.peers.listen_per_client")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser = argument_parser("python -m bench.peers.listen_per_client")
     parser.add_argument("--dsn", required=True)
     args = parser.parse_args()
-    uvicorn.run(
-        create_app(args.dsn),
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-    )
+    serve(create_app(args.dsn), args)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ on average, and the database answers one query per stream per interval
 whether anything happened or not.
 """
 
-import argparse
 import asyncio
 import contextlib
 import uuid
@@ -13,10 +12,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from bench.peers.frames import (
@@ -26,9 +24,15 @@ from bench.peers.frames import (
     encode_row,
     is_terminal,
 )
+from bench.peers.http import (
+    EVENTS_PATH,
+    argument_parser,
+    event_stream,
+    readyz,
+    serve,
+)
 
 APPLICATION_NAME = "bench-polling"
-STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
 def create_app(dsn: str, interval_seconds: float, pool_size: int) -> Starlette:
@@ -48,18 +52,11 @@ def create_app(dsn: str, interval_seconds: float, pool_size: int) -> Starlette:
 
     async def follow(request: Request) -> Response:
         run_id = uuid.UUID(request.path_params["run"])
-        return StreamingResponse(
-            poll_run(pools[0], run_id, interval_seconds),
-            media_type="text/event-stream",
-            headers=STREAM_HEADERS,
-        )
-
-    async def readyz(_request: Request) -> Response:
-        return Response(b"ok")
+        return event_stream(poll_run(pools[0], run_id, interval_seconds))
 
     return Starlette(
         routes=[
-            Route("/api/v1/improve-runs/{run}/events", follow),
+            Route(EVENTS_PATH, follow),
             Route("/readyz", readyz),
         ],
         lifespan=lifespan,
@@ -84,20 +81,12 @@ async def poll_run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.peers.polling")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser = argument_parser("python -m bench.peers.polling")
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--pool-size", type=int, default=10)
     args = parser.parse_args()
-    uvicorn.run(
-        create_app(args.dsn, args.interval, args.pool_size),
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-    )
+    serve(create_app(args.dsn, args.interval, args.pool_size), args)
 
 
 if __name__ == "__main__":
