@@ -76,17 +76,9 @@ class Session:
             forward, data = self.read_before_startup(data, reply)
             if not self.started:
                 return forward
-        buffer = self.front + data
-        pos = 0
-        while len(buffer) - pos >= 5:
-            kind = buffer[pos : pos + 1]
-            (length,) = struct.unpack_from("!i", buffer, pos + 1)
-            end = pos + 1 + length
-            if end > len(buffer):
-                break
-            self.read_front_message(kind, buffer[pos + 5 : end])
-            pos = end
-        self.front = buffer[pos:]
+        messages, self.front = split_messages(self.front + data)
+        for kind, body in messages:
+            self.read_front_message(kind, body)
         return forward
 
     def read_before_startup(
@@ -136,14 +128,8 @@ class Session:
         self.running.append(entry)
 
     def read_back(self, data: bytes) -> None:
-        buffer = self.back + data
-        pos = 0
-        while len(buffer) - pos >= 5:
-            kind = buffer[pos : pos + 1]
-            (length,) = struct.unpack_from("!i", buffer, pos + 1)
-            end = pos + 1 + length
-            if end > len(buffer):
-                break
+        messages, self.back = split_messages(self.back + data)
+        for kind, _body in messages:
             if kind == b"D":
                 if self.running:
                     self.running[0][1] += 1
@@ -154,13 +140,29 @@ class Session:
                 self.running.clear()
             elif kind == b"A":
                 self.counts.notifications[self.app] += 1
-            pos = end
-        self.back = buffer[pos:]
 
     def close(self) -> None:
         if self.started:
             self.counts.open[self.app] -= 1
             self.started = False
+
+
+def split_messages(buffer: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The complete typed messages at the start of `buffer`, and the rest.
+
+    After start-up every message of the protocol, either way, is a type byte,
+    a 4-byte length that counts itself, and the body.
+    """
+    messages = []
+    pos = 0
+    while len(buffer) - pos >= 5:
+        (length,) = struct.unpack_from("!i", buffer, pos + 1)
+        end = pos + 1 + length
+        if end > len(buffer):
+            break
+        messages.append((buffer[pos : pos + 1], buffer[pos + 5 : end]))
+        pos = end
+    return messages, buffer[pos:]
 
 
 class Upstream(asyncio.Protocol):
